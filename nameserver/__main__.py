@@ -1,0 +1,37 @@
+"""Run Pyro5's own name server where the market config says, with broadcast off.
+
+    python -m nameserver --config conf/market.yaml
+
+This is the same as `pyro5-ns -n <host> -p <port> -x`; it only reads host and port from
+the config so they are written in one place. `python -m pyromarket.start` runs this
+itself when no name server answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import Pyro5.nameserver
+
+from pyromarket import config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nameserver", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=config.DEFAULT_PATH,
+                        help="market config (YAML); default: %(default)s")
+    parser.add_argument("--run-dir", help="accepted for symmetry with the market's roles; unused")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ns = cfg.nameserver
+    Pyro5.nameserver.main(["-n", ns.host, "-p", str(ns.port), "-x"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""What a buyer or seller peer does: find traders by name and trade until stopped.
+
+Every request gets a fresh request_id and keeps it through every retry, so a request
+that reached the warehouse before its trader failed is never applied twice. A request
+ends only with a final outcome (shipped, unavailable, stocked, or a refusal); if the
+peer is told to stop while a request is unresolved, it keeps trying for a short grace
+period and then logs the request as abandoned, never silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections import Counter
+
+from . import config, rpc, runtime
+from .errors import MarketError, Unavailable
+from .eventlog import EventLog
+from .orders import new_request_id
+
+__all__ = ["TraderDirectory", "Trading"]
+
+SHUTDOWN_GRACE_S = 3.0
+REFRESH_SHORT_S = 0.5    # re-read the names this often while fewer than N_t traders are known
+REFRESH_LONG_S = 5.0     # and this often otherwise, so new traders are found
+
+
+class TraderDirectory:
+    """The traders this peer can reach, looked up by name; one long-lived proxy each.
+    Used from one thread only (the peer's trading loop)."""
+
+    def __init__(self, cfg: config.MarketConfig, rng: random.Random):
+        self._cfg, self._rng = cfg, rng
+        self._ns = None
+        self._proxies: dict[int, object] = {}
+        self._refreshed_at = float("-inf")
+
+    def pick(self):
+        """(n, proxy) of a random live trader; raises Unavailable if none is registered."""
+        if self._due():
+            self.refresh()
+        if not self._proxies:
+            raise Unavailable("no trader is registered yet")
+        n = self._rng.choice(sorted(self._proxies))
+        return n, self._proxies[n]
+
+    def _due(self) -> bool:
+        age = time.monotonic() - self._refreshed_at
+        few = len(self._proxies) < self._cfg.traders.count
+        return not self._proxies or age > (REFRESH_SHORT_S if few else REFRESH_LONG_S)
+
+    def refresh(self) -> None:
+        self._refreshed_at = time.monotonic()
+        if self._ns is None:
+            self._ns = rpc.nameserver(self._cfg.nameserver.host, self._cfg.nameserver.port)
+        try:
+            found = rpc.list_traders(self._ns)
+        except Unavailable:
+            self._ns = None
+            raise
+        for n in set(self._proxies) - set(found):
+            self.forget(n)
+        for n, uri in found.items():
+            if n not in self._proxies:
+                self._proxies[n] = rpc.proxy(uri, self._cfg.rpc.call_timeout_s)
+
+    def forget(self, n: int) -> None:
+        p = self._proxies.pop(n, None)
+        if p is not None:
+            with contextlib.suppress(Exception):
+                p._pyroRelease()
+
+    def close(self) -> None:
+        for n in list(self._proxies):
+            self.forget(n)
+
+
+class Trading:
+    """A buyer's or a seller's loop. `stats` counts outcomes for the peer's status()."""
+
+    def __init__(self, peer: config.PeerConfig, cfg: config.MarketConfig, log: EventLog,
+                 stop: threading.Event, rng: random.Random | None = None):
+        self.peer, self.cfg, self.log, self.stop = peer, cfg, log, stop
+        self.rng = rng or random.Random()
+        self.name = f"{peer.role.capitalize()} {peer.id}"
+        self.directory = TraderDirectory(cfg, self.rng)
+        self.stats: Counter[str] = Counter()
+        self.pending: str | None = None
+
+    def run(self) -> None:
+        try:
+            self.run_buyer() if self.peer.role == "buyer" else self.run_seller()
+        finally:
+            self.directory.close()
+
+    def run_buyer(self) -> None:
+        while not self.stop.is_set():
+            product = self.rng.choice(self.cfg.products)
+            self.request("buy", product, self.rng.randint(1, self.cfg.buyers.max_qty))
+            if self.cfg.buyers.pace_s:
+                self.stop.wait(self.cfg.buyers.pace_s)
+
+    def run_seller(self) -> None:
+        period, per = self.cfg.sellers.period_s, self.cfg.sellers.goods_per_period
+        next_accrual = time.monotonic() + period
+        while not self.stop.wait(max(0.0, next_accrual - time.monotonic())):
+            next_accrual += period
+            stash, product = per, self.rng.choice(self.cfg.products)
+            self.log(f"{self.name} accrued {per} {product}")
+            while stash > 0 and not self.stop.is_set():
+                qty = min(stash, self.cfg.max_quantity)
+                self.request("sell", product, qty)
+                stash -= qty
+
+    def request(self, kind: str, product: str, qty: int) -> dict | None:
+        """Send one order until it has a final outcome; None if abandoned at shutdown."""
+        rid = new_request_id(f"p{self.peer.id}")
+        self.pending = rid
+        self.stats["requests"] += 1
+        give_up_at = None
+        for delay in runtime.backoff_delays(self.cfg.rpc.retry_backoff_s):
+            outcome = self._attempt(kind, product, qty, rid)
+            if outcome is not None:
+                self.pending = None
+                return outcome
+            if self.stop.is_set():
+                give_up_at = give_up_at or time.monotonic() + SHUTDOWN_GRACE_S
+                if time.monotonic() >= give_up_at:
+                    break
+            self.stats["retries"] += 1
+            self.stop.wait(delay) if not self.stop.is_set() else time.sleep(min(delay, 0.2))
+        self.stats["abandoned"] += 1
+        self.log(f"{self.name} abandoned request {rid} ({kind} {qty} {product}) at shutdown; "
+                 f"it may or may not have been applied (see the warehouse ledger)")
+        self.pending = None
+        return None
+
+    def _attempt(self, kind: str, product: str, qty: int, rid: str) -> dict | None:
+        try:
+            n, trader = self.directory.pick()
+        except Unavailable as exc:
+            self.log(f"{self.name} found no trader for request {rid}: {exc}")
+            return None
+        try:
+            with rpc.translated(f"trader {n}"):
+                reply = getattr(trader, kind)(product, qty, rid, self.name.lower())
+        except Unavailable as exc:
+            self.directory.forget(n)
+            self.log(f"{self.name} got no answer from trader {n} for request {rid} ({exc}); "
+                     f"retrying with the same request id")
+            return None
+        except MarketError as exc:
+            self.stats["refused"] += 1
+            self.log(f"{self.name}'s request {rid} was refused by trader {n}: {exc}")
+            return {"outcome": "refused", "error": str(exc)}
+        self.stats[reply["outcome"]] += 1
+        self.log(_describe(self.name, kind, product, qty, n, reply))
+        return reply
+
+
+def _describe(name: str, kind: str, product: str, qty: int, n: int, reply: dict) -> str:
+    if reply["outcome"] == "shipped":
+        return f"{name} bought {qty} {product} through trader {n}"
+    if reply["outcome"] == "stocked":
+        return f"{name} deposited {qty} {product} with trader {n}"
+    return f"{name} could not buy {qty} {product} through trader {n}: none available"

@@ -1,0 +1,254 @@
+"""The market's config: YAML in, validated frozen dataclasses out.
+
+`load(path)` is the only entry point. Every failure is a ConfigError whose message
+names the key (``peers[2].port: expected int, got str``), raised before any process
+starts. `MarketConfig.validate()` checks values and how they relate.
+Relative paths (the database, the log folder) are taken from the working directory.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "Endpoint", "WarehouseConfig", "PeerConfig", "TraderConfig", "BuyerConfig",
+    "SellerConfig", "RpcConfig", "ElectionConfig", "LogConfig", "MarketConfig",
+    "load", "from_dict", "DEFAULT_PATH",
+]
+
+DEFAULT_PATH = "conf/market.yaml"
+ROLES = ("buyer", "seller")
+MODES = ("sync", "cached")
+SYNC_LEVELS = ("FULL", "NORMAL")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class WarehouseConfig:
+    host: str
+    port: int
+    db_path: str
+    synchronous: str            # SQLite durability: FULL (fsync per commit) or NORMAL
+    batch_max: int              # most operations committed in one transaction
+    initial_stock: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    id: int
+    role: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class TraderConfig:
+    count: int                  # N_t
+    mode: str                   # sync | cached
+
+
+@dataclass(frozen=True)
+class BuyerConfig:
+    pace_s: float               # pause between buys; 0 = as fast as replies come
+    max_qty: int                # each buy asks for 1..max_qty
+
+
+@dataclass(frozen=True)
+class SellerConfig:
+    goods_per_period: int       # N_g
+    period_s: float             # T_g
+
+
+@dataclass(frozen=True)
+class RpcConfig:
+    call_timeout_s: float       # deadline of a peer -> trader call
+    warehouse_timeout_s: float  # deadline of a trader -> warehouse call
+    retry_backoff_s: float      # first pause before a retry; doubles, capped at 1 s
+    threadpool_size: int        # Pyro5 worker threads per daemon = connections it accepts
+
+
+@dataclass(frozen=True)
+class ElectionConfig:
+    startup_timeout_s: float    # how long a peer waits for every peer to answer
+    message_timeout_s: float    # deadline of one election message to a ring neighbour
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    dir: str                    # each run writes to its own folder below this one
+
+
+@dataclass(frozen=True)
+class MarketConfig:
+    nameserver: Endpoint
+    warehouse: WarehouseConfig
+    products: tuple[str, ...]
+    max_quantity: int
+    traders: TraderConfig
+    peers: tuple[PeerConfig, ...]
+    buyers: BuyerConfig
+    sellers: SellerConfig
+    rpc: RpcConfig
+    election: ElectionConfig
+    logs: LogConfig
+    source: str = field(default="<dict>", compare=False)
+
+    @property
+    def buyers_count(self) -> int:
+        return sum(p.role == "buyer" for p in self.peers)
+
+    @property
+    def sellers_count(self) -> int:
+        return sum(p.role == "seller" for p in self.peers)
+
+    def peer(self, peer_id: int) -> PeerConfig:
+        for p in self.peers:
+            if p.id == peer_id:
+                return p
+        raise ConfigError(f"peers: no peer with id {peer_id}")
+
+    def validate(self) -> "MarketConfig":
+        """Check values and how they relate; return self so calls chain."""
+        _validate_products(self)
+        _validate_peers(self)
+        _validate_numbers(self)
+        return self
+
+
+def _validate_products(cfg: MarketConfig) -> None:
+    if not cfg.products:
+        raise ConfigError("products: at least one product is needed")
+    if len(set(cfg.products)) != len(cfg.products):
+        raise ConfigError("products: duplicate product names")
+    for name, qty in cfg.warehouse.initial_stock.items():
+        if name not in cfg.products:
+            raise ConfigError(f"warehouse.initial_stock.{name}: not in products")
+        if qty < 0:
+            raise ConfigError(f"warehouse.initial_stock.{name}: must be >= 0")
+
+
+def _validate_peers(cfg: MarketConfig) -> None:
+    ids, addrs = set(), {(cfg.nameserver.host, cfg.nameserver.port): "nameserver",
+                         (cfg.warehouse.host, cfg.warehouse.port): "warehouse"}
+    if len(addrs) < 2:
+        raise ConfigError("warehouse.port: same address as the name server")
+    for i, p in enumerate(cfg.peers):
+        if p.role not in ROLES:
+            raise ConfigError(f"peers[{i}].role: must be one of {ROLES}, got {p.role!r}")
+        if p.id in ids:
+            raise ConfigError(f"peers[{i}].id: duplicate peer id {p.id}")
+        if (p.host, p.port) in addrs:
+            raise ConfigError(f"peers[{i}].port: {p.host}:{p.port} already used by "
+                              f"{addrs[(p.host, p.port)]}")
+        ids.add(p.id)
+        addrs[(p.host, p.port)] = f"peer {p.id}"
+    if cfg.traders.count < 1:
+        raise ConfigError("traders.count: N_t must be at least 1")
+    if cfg.traders.count > len(cfg.peers):
+        raise ConfigError(f"traders.count: N_t={cfg.traders.count} exceeds the "
+                          f"{len(cfg.peers)} peers")
+
+
+def _validate_numbers(cfg: MarketConfig) -> None:
+    checks = [
+        ("traders.mode", cfg.traders.mode in MODES, f"must be one of {MODES}"),
+        ("warehouse.synchronous", cfg.warehouse.synchronous in SYNC_LEVELS,
+         f"must be one of {SYNC_LEVELS}"),
+        ("warehouse.batch_max", cfg.warehouse.batch_max >= 1, "must be >= 1"),
+        ("max_quantity", cfg.max_quantity >= 1, "must be >= 1"),
+        ("buyers.pace_s", cfg.buyers.pace_s >= 0, "must be >= 0"),
+        ("buyers.max_qty", 1 <= cfg.buyers.max_qty <= cfg.max_quantity,
+         "must be between 1 and max_quantity"),
+        ("sellers.goods_per_period", cfg.sellers.goods_per_period >= 1, "must be >= 1"),
+        ("sellers.period_s", cfg.sellers.period_s > 0, "must be > 0"),
+        ("rpc.call_timeout_s", cfg.rpc.call_timeout_s > 0, "must be > 0"),
+        ("rpc.warehouse_timeout_s", 0 < cfg.rpc.warehouse_timeout_s < cfg.rpc.call_timeout_s,
+         "must be > 0 and below rpc.call_timeout_s, so a trader answers before its peer gives up"),
+        ("rpc.retry_backoff_s", cfg.rpc.retry_backoff_s > 0, "must be > 0"),
+        ("rpc.threadpool_size", cfg.rpc.threadpool_size >= len(cfg.peers) + 4,
+         "must be at least the number of peers + 4: every connected proxy holds a worker"),
+        ("election.startup_timeout_s", cfg.election.startup_timeout_s > 0, "must be > 0"),
+        ("election.message_timeout_s", cfg.election.message_timeout_s > 0, "must be > 0"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {why}")
+
+
+# --- building dataclasses from plain data, strictly -------------------------------
+
+def _check_type(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        item = typing.get_args(hint)[0]
+        return tuple(_check_type(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        kt, vt = typing.get_args(hint)
+        return types.MappingProxyType({_check_type(k, kt, f"{path} key"):
+                                       _check_type(v, vt, f"{path}.{k}") for k, v in value.items()})
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{path}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    prefix = f"{path}." if path else ""
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}: unknown key (expected one of {sorted(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{prefix}{name}: missing key")
+            continue
+        kwargs[name] = _check_type(data[name], hints[name], f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def from_dict(data: Any, source: str = "<dict>") -> MarketConfig:
+    """Build and validate a MarketConfig from already-parsed YAML."""
+    cfg = _build(MarketConfig, data, "")
+    return dataclasses.replace(cfg, source=source).validate()
+
+
+def load(path: str | os.PathLike = DEFAULT_PATH) -> MarketConfig:
+    """Read, parse and validate a YAML config file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    try:
+        return from_dict(data, source=os.path.abspath(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

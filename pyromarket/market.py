@@ -1,0 +1,174 @@
+"""A whole market as real child processes: name server, warehouse and every peer.
+
+`Market` is what the launcher (start.py), the integration tests and the benchmarks
+all use, so there is one way to start and stop a market. `start()` returns only once
+the warehouse answers and the election is decided with N_t traders registered;
+`stop()` ends the peers first (so in-flight requests finish), then the traders, the
+warehouse and the name server if this Market started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any
+
+from . import config, rpc
+from .errors import Unavailable
+from .process import Service, python_module, wait_until
+
+__all__ = ["Market"]
+
+
+class Market:
+    def __init__(self, cfg: config.MarketConfig, config_path: str, run_dir: str):
+        self.cfg, self.config_path, self.run_dir = cfg, os.path.abspath(config_path), run_dir
+        self.services: dict[str, Service] = {}
+        self.own_nameserver = False
+        self.trader_peers: set[int] = set()     # peer ids elected as traders
+        self._ns = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> "Market":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self, timeout_s: float = 60.0) -> "Market":
+        os.makedirs(self.run_dir, exist_ok=True)
+        rpc.configure(self.cfg.rpc.threadpool_size)
+        try:
+            self._ensure_nameserver()
+            self._clear_names()
+            self.start_warehouse()
+            peers = [self._spawn(f"peer-{p.id}", "pyromarket.peer", ["--id", str(p.id)],
+                                 ready=lambda p=p: self._peer_answers(p), wait=False)
+                     for p in self.cfg.peers]
+            for service in peers:
+                service.wait_ready(timeout_s)
+            self.wait_for_election(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop everything this Market started, peers first. Safe to call twice."""
+        traders = {f"peer-{pid}" for pid in self.trader_peers}
+        order = sorted(self.services, key=lambda n: (n in traders, n == "warehouse",
+                                                     n == "nameserver"))
+        for name in order:
+            self.services[name].stop()
+        if self._ns is not None:
+            with contextlib.suppress(Exception):
+                self._ns._pyroRelease()
+            self._ns = None
+
+    def stop_clients(self) -> None:
+        """Stop the buyers and sellers (they finish their in-flight requests); keep the rest."""
+        for name, service in self.services.items():
+            if name.startswith("peer-") and int(name[5:]) not in self.trader_peers:
+                service.stop()
+
+    def start_warehouse(self) -> Service:
+        return self._spawn("warehouse", "pyromarket.warehouse", [], ready=self._warehouse_answers)
+
+    def wait_for_election(self, timeout_s: float = 60.0) -> None:
+        wait_until(self._elected, timeout_s, f"the election of {self.cfg.traders.count} traders")
+
+    # --- looking at it --------------------------------------------------------------------
+
+    def ns(self):
+        if self._ns is None:
+            self._ns = rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port)
+        return self._ns
+
+    def traders(self) -> dict[int, str]:
+        return rpc.list_traders(self.ns())
+
+    def warehouse(self, timeout_s: float = 10.0):
+        """A new proxy to the warehouse, owned by the calling thread."""
+        ns = self.cfg.nameserver
+        return rpc.proxy(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{ns.host}:{ns.port}", timeout_s)
+
+    def trader(self, n: int, timeout_s: float = 10.0):
+        return rpc.proxy(self.traders()[n], timeout_s)
+
+    def peer(self, peer_id: int, timeout_s: float = 5.0):
+        p = self.cfg.peer(peer_id)
+        return rpc.proxy(rpc.peer_uri(p.host, p.port), timeout_s)
+
+    def statuses(self) -> dict[int, dict]:
+        out = {}
+        for p in self.cfg.peers:
+            with contextlib.suppress(Unavailable), rpc.translated(f"peer {p.id}"):
+                with self.peer(p.id) as proxy:
+                    out[p.id] = proxy.status()
+        return out
+
+    def crashed(self) -> list[str]:
+        """Names of children that exited while they should be running."""
+        return [n for n, s in self.services.items() if s.proc and not s.running]
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _spawn(self, name: str, module: str, extra: list[str], ready, wait: bool = True) -> Service:
+        old = self.services.get(name)
+        if old is not None:
+            old.stop()
+        argv = python_module(module, "--config", self.config_path, "--run-dir", self.run_dir, *extra)
+        service = Service(name, argv, ready, output_path=os.path.join(self.run_dir, f"{name}.out"))
+        self.services[name] = service
+        return service.start() if wait else service.launch()
+
+    def _ensure_nameserver(self) -> None:
+        if self._nameserver_answers():
+            return
+        self.own_nameserver = True
+        self._spawn("nameserver", "nameserver", [], ready=self._nameserver_answers)
+
+    def _nameserver_answers(self) -> bool:
+        try:
+            self._ns = None
+            self.ns().ping()
+            return True
+        except (Unavailable, rpc.CommunicationError):
+            self._ns = None
+            return False
+
+    def _clear_names(self) -> None:
+        """Names left by an earlier run on a long-lived name server would mislead peers."""
+        with rpc.translated("name server"):
+            for name in self.ns().list(prefix="market."):
+                self.ns().remove(name)
+
+    def _warehouse_answers(self) -> bool:
+        pid = self.services["warehouse"].pid
+        with contextlib.suppress(Unavailable), rpc.translated("warehouse"):
+            with self.warehouse(2.0) as w:
+                return w.ping()["pid"] == pid
+        return False
+
+    def _peer_answers(self, p: config.PeerConfig) -> bool:
+        with contextlib.suppress(Unavailable), rpc.translated(f"peer {p.id}"):
+            with self.peer(p.id, 2.0) as proxy:
+                return proxy.ping()["id"] == p.id
+        return False
+
+    def _elected(self) -> bool:
+        if self.crashed():
+            raise RuntimeError(f"market processes exited during start-up: {self.crashed()} "
+                               f"(see {self.run_dir}/*.out)")
+        statuses = self.statuses()
+        if len(statuses) < len(self.cfg.peers) or not all(s["decided"] for s in statuses.values()):
+            return False
+        try:
+            if len(self.traders()) != self.cfg.traders.count:
+                return False
+        except Unavailable:
+            return False
+        self.trader_peers = {pid for pid, s in statuses.items() if s["role"] == "trader"}
+        return True

@@ -1,0 +1,184 @@
+"""The peer role: one process per configured peer, with its own Pyro5 daemon.
+
+A peer starts its daemon at its configured host:port, waits (bounded) until every
+peer in the config answers, and joins the ring election (election.RingElection). The
+N_t winners become traders: each hosts a trader.Trader and registers it as
+`market.trader.<n>`. Everyone else trades as the buyer or seller the config says it
+is (client.Trading). The election keeps being served after it is decided, so a peer
+that starts late learns the traders instead of re-electing.
+
+    python -m pyromarket.peer --config conf/market.yaml --id 3
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+from typing import Sequence
+
+from . import config, rpc, runtime
+from .client import Trading
+from .election import RingElection, Send, trader_index
+from .errors import InvalidRequest, MarketError, Unavailable
+from .eventlog import EventLog
+from .trader import Trader, WarehouseLink
+
+__all__ = ["PeerNode", "ElectionDriver", "main"]
+
+
+class ElectionDriver:
+    """Runs a RingElection on one thread: feeds it messages, performs its sends."""
+
+    def __init__(self, me: config.PeerConfig, cfg: config.MarketConfig, log: EventLog):
+        self.me, self.cfg, self.log = me, cfg, log
+        self.machine = RingElection(me.id, [p.id for p in cfg.peers], cfg.traders.count,
+                                    timeout_s=cfg.election.startup_timeout_s)
+        self.inbox: queue.Queue[dict] = queue.Queue()
+        self.decided = threading.Event()
+        self._uris = {p.id: rpc.peer_uri(p.host, p.port) for p in cfg.peers}
+
+    def run(self, stop: threading.Event) -> None:
+        """Wait for the other peers, elect, then keep answering late joiners."""
+        self._await_peers(stop)
+        self._perform(self.machine.start(time.monotonic()))
+        while not stop.is_set():
+            try:
+                msg = self.inbox.get(timeout=0.1)
+            except queue.Empty:
+                self._perform(self.machine.tick(time.monotonic()))
+            else:
+                self._perform(self.machine.on_message(msg, time.monotonic()))
+            if self.machine.decided and not self.decided.is_set():
+                self.log(f"Peer {self.me.id} learned the traders: peers {list(self.machine.traders)}")
+                self.decided.set()
+
+    def _await_peers(self, stop: threading.Event) -> None:
+        deadline = time.monotonic() + self.cfg.election.startup_timeout_s
+        waiting = set(self._uris) - {self.me.id}
+        while waiting and time.monotonic() < deadline and not stop.is_set():
+            waiting = {pid for pid in waiting if not self._answers(pid)}
+            if waiting:
+                stop.wait(0.05)
+        if waiting:
+            self.log(f"Peer {self.me.id} starts the election without peers {sorted(waiting)}, "
+                     f"which did not answer within {self.cfg.election.startup_timeout_s} s")
+
+    def _answers(self, pid: int) -> bool:
+        with contextlib.suppress(Unavailable), rpc.translated(f"peer {pid}"):
+            with rpc.proxy(self._uris[pid], self.cfg.election.message_timeout_s) as p:
+                p.ping()
+                return True
+        return False
+
+    def _perform(self, sends: list[Send]) -> None:
+        todo = list(sends)
+        while todo:
+            send = todo.pop(0)
+            try:
+                with rpc.translated(f"peer {send.to}"):
+                    with rpc.proxy(self._uris[send.to], self.cfg.election.message_timeout_s) as p:
+                        p.election_message(send.message)
+            except Unavailable:
+                self.log(f"Peer {self.me.id} could not reach peer {send.to} during the election")
+                todo.extend(self.machine.on_unreachable(send.to, send.message))
+
+
+@rpc.expose
+class PeerNode:
+    """A peer's remote surface: election messages in, status out."""
+
+    def __init__(self, me: config.PeerConfig, driver: ElectionDriver):
+        self.me, self._driver = me, driver
+        self.trader_index: int | None = None
+        self.trading: Trading | None = None
+
+    @rpc.remote
+    def election_message(self, message: dict) -> bool:
+        if not isinstance(message, dict) or message.get("type") not in ("election", "coordinator"):
+            raise InvalidRequest("not an election message")
+        self._driver.inbox.put(message)
+        return True
+
+    @rpc.remote
+    def status(self) -> dict:
+        traders = self._driver.machine.traders
+        role = "trader" if self.trader_index else self.me.role
+        out = {"id": self.me.id, "role": role, "configured_role": self.me.role,
+               "decided": traders is not None, "traders": list(traders or ()),
+               "trader_index": self.trader_index, "pid": os.getpid()}
+        if self.trading is not None:
+            out["stats"] = dict(self.trading.stats)
+            out["pending"] = self.trading.pending
+        return out
+
+    @rpc.remote
+    def ping(self) -> dict:
+        return {"role": "peer", "id": self.me.id, "pid": os.getpid()}
+
+
+def _become_trader(node: PeerNode, cfg: config.MarketConfig, server: rpc.Server,
+                   log: EventLog, stop: threading.Event):
+    index = trader_index(node._driver.machine.traders, node.me.id)
+    ns_addr = f"{cfg.nameserver.host}:{cfg.nameserver.port}"
+    link = WarehouseLink(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{ns_addr}", cfg.rpc.warehouse_timeout_s,
+                         cfg.warehouse.batch_max)
+    trader = Trader(index, node.me.id, cfg, link, log)
+    uri = server.register(trader, "market.trader")
+    ns = runtime.connect_ns(cfg, stop=stop)
+    rpc.register_name(ns, rpc.trader_name(index), uri)
+    node.trader_index = index
+    log(f"Peer {node.me.id} was elected and now serves as Trader {index} ({uri}); "
+        f"it no longer buys or sells")
+    return ns, link
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = runtime.role_args("python -m pyromarket.peer", "Run one market peer.", argv,
+                             with_peer_id=True)
+    cfg = config.load(args.config)
+    me = cfg.peer(args.id)
+    stop = runtime.stop_on_signals()
+    rpc.configure(cfg.rpc.threadpool_size)
+    log = runtime.open_log(args.run_dir, cfg, f"peer-{me.id}")
+    driver = ElectionDriver(me, cfg, log)
+    node = PeerNode(me, driver)
+    server = rpc.Server(me.host, me.port)
+    server.register(node, rpc.PEER_OBJECT)
+    server.start()
+    log(f"Peer {me.id} ({me.role}) listening at {me.host}:{me.port}")
+    elector = threading.Thread(target=driver.run, args=(stop,), name="election", daemon=True)
+    elector.start()
+    ns = link = None
+    try:
+        while not stop.is_set() and not driver.decided.wait(0.1):
+            pass
+        if stop.is_set():
+            return 0
+        if me.id in driver.machine.traders:
+            ns, link = _become_trader(node, cfg, server, log, stop)
+            stop.wait()
+        else:
+            node.trading = Trading(me, cfg, log, stop)
+            node.trading.run()
+    finally:
+        _shut_down(node, ns, link, server, log)
+        elector.join(2.0)
+    return 0
+
+
+def _shut_down(node: PeerNode, ns, link, server: rpc.Server, log: EventLog) -> None:
+    if node.trader_index and ns is not None:
+        with contextlib.suppress(MarketError):
+            rpc.remove_name(ns, rpc.trader_name(node.trader_index))
+    server.close()
+    if link is not None:
+        link.close()
+    log(f"Peer {node.me.id} stopped")
+    log.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

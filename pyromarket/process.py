@@ -1,0 +1,148 @@
+"""Real child processes with a lifecycle: start() returns once ready, stop() ends the group.
+
+Modelled on mirakuru. Each child runs in its own session (process group), so stop()
+reaches everything it spawned: SIGTERM first, SIGKILL after a grace period. Children
+also get PR_SET_PDEATHSIG, so a launcher killed with -9 takes its market with it, and
+an atexit hook stops whatever is still running. No Pyro5 here: readiness is any
+callable the caller supplies.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Sequence
+
+__all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module"]
+
+_LIVE: "set[Service]" = set()
+
+
+class ServiceFailed(RuntimeError):
+    """The child exited before it became ready."""
+
+
+class StartTimeout(TimeoutError):
+    """The child did not become ready before its deadline."""
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str,
+               interval_s: float = 0.05) -> None:
+    """Poll `condition` until true; raise TimeoutError naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if condition():
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.1f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Service:
+    """One child process; `ready()` says when it is serving."""
+
+    def __init__(self, name: str, argv: Sequence[str], ready: Callable[[], bool],
+                 output_path: str | None = None, env: dict | None = None):
+        self.name, self.argv, self.ready = name, list(argv), ready
+        self.output_path, self.env = output_path, env
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout_s: float = 20.0) -> "Service":
+        """Launch, then wait until ready; raise StartTimeout or ServiceFailed otherwise."""
+        return self.launch().wait_ready(timeout_s)
+
+    def launch(self) -> "Service":
+        """Launch without waiting (start several, then wait_ready on each)."""
+        out = open(self.output_path, "ab") if self.output_path else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_parent, env=self.env)
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        _LIVE.add(self)
+        return self
+
+    def wait_ready(self, timeout_s: float = 20.0) -> "Service":
+        try:
+            wait_until(self._ready_or_dead, timeout_s, f"{self.name} to become ready")
+        except TimeoutError as exc:
+            self.stop()
+            raise StartTimeout(f"{exc}{self._tail()}") from None
+        if not self.running:
+            code = self.proc.returncode
+            self.stop()
+            raise ServiceFailed(f"{self.name} exited with code {code} before it was ready"
+                                f"{self._tail()}")
+        return self
+
+    def _ready_or_dead(self) -> bool:
+        return not self.running or self.ready()
+
+    def _tail(self, lines: int = 15) -> str:
+        if not self.output_path or not os.path.exists(self.output_path):
+            return ""
+        with open(self.output_path, encoding="utf-8", errors="replace") as fh:
+            tail = fh.readlines()[-lines:]
+        return "\n--- last output of the child ---\n" + "".join(tail) if tail else ""
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the child's whole process group (tests use SIGKILL, SIGSTOP)."""
+        if self.running:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout_s: float) -> int | None:
+        try:
+            return self.proc.wait(timeout_s) if self.proc else None
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace_s: float = 5.0) -> int | None:
+        """SIGTERM the group, then SIGKILL after `grace_s`. Safe to call twice."""
+        if self.proc is None:
+            return None
+        if self.running:
+            self.signal(signal.SIGCONT)      # a stopped process cannot handle SIGTERM
+            self.signal(signal.SIGTERM)
+            if self.wait(grace_s) is None:
+                self.signal(signal.SIGKILL)
+                self.wait(5.0)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)   # anything left in its group
+        _LIVE.discard(self)
+        return self.proc.returncode
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for service in list(_LIVE):
+        service.stop(grace_s=2.0)

@@ -1,0 +1,202 @@
+"""The one Pyro5 boundary: process config, proxies, servers, names and error translation.
+
+Everything else in the package talks to Pyro5 only through this module, so the rules
+that bite live in one place:
+  * every proxy gets a deadline (`_pyroTimeout`); Pyro5's default of 0 waits forever;
+  * Pyro5 never retries (MAX_RETRIES=0): callers retry themselves with the same request_id;
+  * a proxy belongs to one thread (`ThreadLocalProxy` gives each thread its own);
+  * the name server is always addressed by host and port, never by broadcast;
+  * Pyro5's communication errors become `Unavailable` here and nowhere else;
+  * exposed methods never leak foreign exceptions (`remote`), and the market's own
+    exceptions are registered with serpent in every process (`configure`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import threading
+from typing import Any, Callable, Iterator
+
+import Pyro5.api
+import Pyro5.errors
+import Pyro5.server
+from Pyro5.serializers import SerializerBase
+
+from . import errors
+from .errors import InvalidRequest, MarketError, Unavailable
+
+__all__ = [
+    "configure", "expose", "remote", "proxy", "ThreadLocalProxy", "Server", "nameserver",
+    "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
+    "register_name", "remove_name", "CommunicationError", "peer_uri",
+]
+
+WAREHOUSE_NAME = "market.warehouse"
+TRADER_PREFIX = "market.trader."
+PEER_OBJECT = "market.peer"
+CommunicationError = Pyro5.errors.CommunicationError
+expose = Pyro5.server.expose
+log = logging.getLogger("pyromarket.rpc")
+
+
+def trader_name(n: int) -> str:
+    return f"{TRADER_PREFIX}{n}"
+
+
+def peer_uri(host: str, port: int) -> str:
+    """Peers find each other from the config file, not the name server."""
+    return f"PYRO:{PEER_OBJECT}@{host}:{port}"
+
+
+def configure(threadpool_size: int = 80) -> None:
+    """Set this process's Pyro5 config and register the market's exceptions."""
+    cfg = Pyro5.config
+    cfg.SERVERTYPE = "thread"
+    cfg.THREADPOOL_SIZE = threadpool_size
+    cfg.THREADPOOL_SIZE_MIN = min(8, threadpool_size)
+    cfg.POLLTIMEOUT = 0.1           # how soon a request loop notices it should stop
+    cfg.COMMTIMEOUT = 0.0           # server side: keep idle connections; clients set their own
+    cfg.MAX_RETRIES = 0             # never re-run a call that may have had side effects
+    cfg.SOCK_NODELAY = True
+    cfg.DETAILED_TRACEBACK = False
+    for cls in errors.REMOTE_ERRORS:
+        SerializerBase.register_dict_to_class(f"{cls.__module__}.{cls.__name__}",
+                                              functools.partial(_make_error, cls))
+
+
+def _make_error(cls: type, _classname: str, data: dict) -> BaseException:
+    return cls(*data.get("args", ()))
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Turn Pyro5's transport failures into `Unavailable`, naming what was called."""
+    try:
+        yield
+    except Pyro5.errors.NamingError as exc:
+        raise Unavailable(f"{what}: not registered ({exc})") from exc
+    except Pyro5.errors.CommunicationError as exc:
+        raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def remote(fn: Callable) -> Callable:
+    """Guard an exposed method: bad arity or a foreign exception becomes a MarketError."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def guarded(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            sig.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise InvalidRequest(f"{fn.__name__}{sig}: {exc}") from None
+        try:
+            return fn(self, *args, **kwargs)
+        except MarketError:
+            raise
+        except Exception as exc:    # noqa: BLE001 - never leak internals across the wire
+            log.exception("internal error in %s", fn.__name__)
+            raise MarketError(f"internal error in {fn.__name__}: {type(exc).__name__}: {exc}") from None
+    return guarded
+
+
+def proxy(uri: str, timeout_s: float) -> Pyro5.api.Proxy:
+    """A proxy with a deadline on every call and no automatic retries."""
+    p = Pyro5.api.Proxy(uri)
+    p._pyroTimeout = timeout_s
+    p._pyroMaxRetries = 0
+    return p
+
+
+class ThreadLocalProxy:
+    """One proxy per calling thread, all to the same URI (Pyro5's ownership rule)."""
+
+    def __init__(self, uri: str, timeout_s: float):
+        self.uri, self.timeout_s = uri, timeout_s
+        self._local = threading.local()
+        self._all: list[Pyro5.api.Proxy] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Pyro5.api.Proxy:
+        p = getattr(self._local, "proxy", None)
+        if p is None:
+            p = self._local.proxy = proxy(self.uri, self.timeout_s)
+            with self._lock:
+                self._all.append(p)
+        return p
+
+    def reset(self) -> None:
+        """Drop this thread's proxy (after a failure) so the next get() reconnects."""
+        p = getattr(self._local, "proxy", None)
+        if p is not None:
+            self._local.proxy = None
+            with contextlib.suppress(Exception):
+                p._pyroRelease()
+
+    def close(self) -> None:
+        with self._lock:
+            for p in self._all:
+                with contextlib.suppress(Exception):
+                    p._pyroClaimOwnership()
+                    p._pyroRelease()
+            self._all.clear()
+
+
+def nameserver(host: str, port: int, timeout_s: float = 2.0) -> Pyro5.api.Proxy:
+    """A proxy to the name server at host:port (never broadcast, never a reverse lookup)."""
+    with translated(f"name server {host}:{port}"):
+        ns = Pyro5.api.locate_ns(host, port)
+        ns._pyroTimeout = timeout_s
+        ns._pyroMaxRetries = 0
+        return ns
+
+
+def list_traders(ns: Pyro5.api.Proxy) -> dict[int, str]:
+    """{n: uri} of every `market.trader.<n>` registered now."""
+    with translated("name server list"):
+        names = ns.list(prefix=TRADER_PREFIX)
+    out = {}
+    for name, uri in names.items():
+        suffix = name[len(TRADER_PREFIX):]
+        if suffix.isdigit():
+            out[int(suffix)] = str(uri)
+    return out
+
+
+def register_name(ns: Pyro5.api.Proxy, name: str, uri: Any) -> None:
+    with translated(f"register {name}"):
+        ns.register(name, uri, safe=False)
+
+
+def remove_name(ns: Pyro5.api.Proxy, name: str) -> None:
+    with translated(f"remove {name}"):
+        ns.remove(name)
+
+
+class Server:
+    """A Pyro5 daemon serving in a background thread; close() stops it and joins."""
+
+    def __init__(self, host: str, port: int):
+        with translated(f"bind {host}:{port}"):
+            self.daemon = Pyro5.server.Daemon(host=host, port=port)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pyro-daemon", daemon=True)
+
+    def register(self, obj: Any, object_id: str) -> str:
+        return str(self.daemon.register(obj, objectId=object_id, force=True))
+
+    def start(self) -> "Server":
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        self.daemon.requestLoop(loopCondition=lambda: not self._stop.is_set())
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        with contextlib.suppress(Exception):
+            self.daemon.close()

@@ -1,0 +1,68 @@
+"""What every role process does at start and stop: arguments, signals, the name server.
+
+Shared by warehouse.py and peer.py so each role's main() stays a short story.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+from typing import Sequence
+
+from . import config, rpc
+from .errors import Unavailable
+from .eventlog import EventLog
+
+__all__ = ["role_args", "stop_on_signals", "connect_ns", "open_log", "backoff_delays"]
+
+
+def role_args(prog: str, description: str, argv: Sequence[str] | None,
+              with_peer_id: bool = False) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", default=config.DEFAULT_PATH,
+                        help="market config (YAML); default: %(default)s")
+    parser.add_argument("--run-dir", default=None,
+                        help="folder for this run's event logs; default: the config's logs.dir")
+    if with_peer_id:
+        parser.add_argument("--id", type=int, required=True, help="this peer's id in the config")
+    return parser.parse_args(argv)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: the role finishes what it is doing and exits."""
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        stop.set()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def open_log(run_dir: str | None, cfg: config.MarketConfig, name: str) -> EventLog:
+    folder = run_dir or cfg.logs.dir
+    return EventLog(os.path.join(folder, f"{name}.txt"))
+
+
+def backoff_delays(first_s: float, cap_s: float = 1.0):
+    """first, 2*first, 4*first ... capped: how long to pause before each retry."""
+    delay = first_s
+    while True:
+        yield delay
+        delay = min(delay * 2, cap_s)
+
+
+def connect_ns(cfg: config.MarketConfig, timeout_s: float = 15.0,
+               stop: threading.Event | None = None):
+    """The name server proxy, retrying with backoff until `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    for delay in backoff_delays(0.05, 0.5):
+        try:
+            return rpc.nameserver(cfg.nameserver.host, cfg.nameserver.port)
+        except Unavailable:
+            if time.monotonic() + delay > deadline or (stop and stop.is_set()):
+                raise
+            time.sleep(delay)

@@ -1,0 +1,140 @@
+"""The launcher: `python -m pyromarket.start` runs a whole market and prints a summary.
+
+It uses a name server that already answers at the configured address (`pyro5-ns`),
+or starts one; then the warehouse and every peer, each its own process; waits for the
+election; trades for --duration seconds or until Ctrl-C; and stops every process it
+started, also when a child crashes. Each run logs to its own folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from typing import Sequence
+
+from . import config, rpc
+from .errors import ConfigError, Unavailable
+from .market import Market
+
+__all__ = ["main", "summarize", "format_summary"]
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pyromarket.start",
+        description="Start a pyromarket: name server (if none answers), warehouse and peers; "
+                    "trade; print a summary; stop everything.")
+    parser.add_argument("--config", default=config.DEFAULT_PATH,
+                        help="market config (YAML); default: %(default)s")
+    parser.add_argument("--duration", type=float, default=None, metavar="S",
+                        help="seconds to trade after the election; default: until Ctrl-C")
+    parser.add_argument("--run-dir", default=None,
+                        help="folder for this run's logs; default: <logs.dir>/run-<time>")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the warehouse database first, starting from initial_stock")
+    args = parser.parse_args(argv)
+    if args.duration is not None and args.duration <= 0:
+        parser.error("--duration must be > 0")
+    return args
+
+
+def _run_dir(cfg: config.MarketConfig, given: str | None) -> str:
+    if given:
+        return given
+    return os.path.join(cfg.logs.dir, time.strftime("run-%Y%m%d-%H%M%S-") + str(os.getpid()))
+
+
+def _fresh(db_path: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(db_path + suffix)
+
+
+def summarize(market: Market, before: dict, elapsed_s: float) -> dict:
+    """Figures for the trading window: what the warehouse shipped and each trader served."""
+    with market.warehouse() as w:
+        after, audit = w.stats(), w.audit()
+    traders = {}
+    for n, uri in sorted(market.traders().items()):
+        with contextlib.suppress(Unavailable), rpc.translated(f"trader {n}"):
+            with rpc.proxy(uri, 5.0) as t:
+                traders[n] = t.stats()
+    shipped = after["shipped_units"] - before["shipped_units"]
+    return {"elapsed_s": elapsed_s, "goods_shipped": shipped,
+            "shipped_per_s": shipped / elapsed_s if elapsed_s > 0 else 0.0,
+            "goods_stocked": after["stocked_units"] - before["stocked_units"],
+            "orders_per_commit": after["orders_per_commit"], "traders": traders,
+            "conservation_ok": all(e["ok"] for e in audit.values()),
+            "run_dir": market.run_dir}
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"traded for {s['elapsed_s']:.1f} s",
+             f"goods shipped: {s['goods_shipped']} ({s['shipped_per_s']:.1f}/s); "
+             f"goods stocked: {s['goods_stocked']}",
+             f"warehouse orders per commit: {s['orders_per_commit']}"]
+    for n, t in s["traders"].items():
+        lines.append(f"trader {n} (peer {t['peer']}): {t['requests']} requests "
+                     f"({t['buys']} buys, {t['sells']} sells; {t['shipped']} shipped, "
+                     f"{t['unavailable']} unavailable)")
+    lines.append("conservation per product: " + ("ok" if s["conservation_ok"] else "VIOLATED"))
+    lines.append(f"logs: {s['run_dir']}")
+    return "\n".join(lines)
+
+
+def _trade(market: Market, duration: float | None) -> float:
+    """Wait out the trading window; return its length. Raises if a child crashed."""
+    started = time.monotonic()
+    while duration is None or time.monotonic() - started < duration:
+        time.sleep(0.2)
+        if market.crashed():
+            raise RuntimeError(f"market processes exited unexpectedly: {market.crashed()} "
+                               f"(their output is in {market.run_dir})")
+    return time.monotonic() - started
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.fresh:
+        _fresh(cfg.warehouse.db_path)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops like Ctrl-C
+    market = Market(cfg, args.config, _run_dir(cfg, args.run_dir))
+    code = 0
+    try:
+        print(f"starting the market from {args.config}; logs in {market.run_dir}", flush=True)
+        market.start()
+        print(f"elected traders: {sorted(market.traders())} (peers {sorted(market.trader_peers)}); "
+              f"trading" + (f" for {args.duration} s" if args.duration else " until Ctrl-C"),
+              flush=True)
+        with market.warehouse() as w:
+            before = w.stats()
+        started = time.monotonic()
+        try:
+            _trade(market, args.duration)
+        except KeyboardInterrupt:
+            print("\ninterrupted; stopping", flush=True)
+        elapsed = time.monotonic() - started
+        market.stop_clients()
+        print(format_summary(summarize(market, before, elapsed)), flush=True)
+    except (RuntimeError, TimeoutError, Unavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("\ninterrupted during start-up; stopping", flush=True)
+        code = 130
+    finally:
+        market.stop()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""The warehouse's durable state: inventory, per-product versions and the ledger.
+
+SQLite (stdlib), WAL mode. `apply(orders, now)` runs a whole batch in ONE transaction,
+so the fsync of `synchronous=FULL` is paid once per batch, not once per order (group
+commit). Every applied order leaves a ledger row keyed by its request_id, holding the
+outcome, the stock after it and a timestamp: replaying an id returns the recorded
+outcome and changes nothing, and the ledger alone can audit a run (conservation,
+actual under-selling). No Pyro5 here; a single thread (the warehouse's batcher) writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Iterable, Mapping, Sequence
+
+from .errors import ConflictingRequest, Unavailable, UnknownProduct
+from .orders import Order
+
+__all__ = ["Store", "conservation", "SHIPPED", "UNAVAILABLE", "STOCKED"]
+
+SHIPPED, UNAVAILABLE, STOCKED = "shipped", "unavailable", "stocked"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inventory (
+    product TEXT PRIMARY KEY,
+    stock   INTEGER NOT NULL CHECK (stock >= 0),
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    seq         INTEGER PRIMARY KEY,       -- commit order
+    request_id  TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    product     TEXT NOT NULL,
+    qty         INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,             -- shipped | unavailable | stocked
+    stock_after INTEGER NOT NULL,
+    version     INTEGER NOT NULL,
+    ts          REAL NOT NULL,             -- time.time() at apply
+    origin      TEXT NOT NULL,
+    epoch       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seed (             -- stock each product started with
+    product TEXT PRIMARY KEY,
+    stock   INTEGER NOT NULL
+);
+"""
+
+LEDGER_COLUMNS = ("seq", "request_id", "kind", "product", "qty", "outcome",
+                  "stock_after", "version", "ts", "origin", "epoch")
+
+
+class Store:
+    """Inventory and ledger in one SQLite file; an in-memory mirror serves reads."""
+
+    def __init__(self, path: str, initial_stock: Mapping[str, int], synchronous: str = "FULL"):
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()        # guards the mirror, not the database
+        self._local = threading.local()      # per-thread read connections
+        self._readers: list[sqlite3.Connection] = []
+        self._seed(initial_stock)
+        self._mirror = self._load_mirror()
+
+    # --- reads (any thread) ---------------------------------------------------------
+
+    def products(self) -> list[str]:
+        with self._lock:
+            return sorted(self._mirror)
+
+    def lookup(self, product: str) -> dict:
+        with self._lock:
+            if product not in self._mirror:
+                raise UnknownProduct(f"unknown product {product!r}")
+            stock, version = self._mirror[product]
+        return {"product": product, "stock": stock, "version": version}
+
+    def inventory(self) -> dict[str, dict]:
+        with self._lock:
+            return {p: {"stock": s, "version": v} for p, (s, v) in sorted(self._mirror.items())}
+
+    def ledger(self, since_seq: int = 0, limit: int = 1_000_000) -> list[dict]:
+        rows = self._reader().execute(
+            f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
+            (since_seq, limit)).fetchall()
+        return [dict(zip(LEDGER_COLUMNS, r)) for r in rows]
+
+    def last_seq(self) -> int:
+        return self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]
+
+    def seed(self) -> dict[str, int]:
+        """The stock each product started with when it entered this database."""
+        return dict(self._reader().execute("SELECT product, stock FROM seed"))
+
+    def audit(self) -> dict[str, dict]:
+        """Conservation per product, from the durable state alone."""
+        report = conservation(self.seed(), self.ledger())
+        for product, entry in report.items():
+            entry["stock"] = self.lookup(product)["stock"]
+            entry["ok"] = entry["stock"] == entry["expected_stock"]
+        return report
+
+    # --- writes (one thread) ----------------------------------------------------------
+
+    def apply(self, orders: Sequence[Order], now: float) -> list[dict | Exception]:
+        """Apply a batch in one transaction. Per-order refusals come back as exceptions
+        in the result list; a storage failure rolls everything back and fails all."""
+        staged = dict(self._mirror)           # the batch's view; published after COMMIT
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            results = [self._apply_one(o, staged, now) for o in orders]
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            err = Unavailable(f"warehouse storage failed: {exc}")
+            return [err] * len(orders)
+        with self._lock:
+            self._mirror = staged
+        return results
+
+    def close(self) -> None:
+        for conn in self._readers:
+            conn.close()
+        self._db.close()
+
+    # --- internals --------------------------------------------------------------------
+
+    def _apply_one(self, order: Order, staged: dict, now: float) -> dict | Exception:
+        prior = self._db.execute(
+            "SELECT kind, product, qty, outcome FROM ledger WHERE request_id = ?",
+            (order.request_id,)).fetchone()
+        if prior is not None:
+            return self._replay(order, prior, staged)
+        if order.product not in staged:
+            return UnknownProduct(f"unknown product {order.product!r}")
+        stock, version = staged[order.product]
+        if order.kind == "sell":
+            outcome, stock, version = STOCKED, stock + order.qty, version + 1
+        elif stock >= order.qty:
+            outcome, stock, version = SHIPPED, stock - order.qty, version + 1
+        else:
+            outcome = UNAVAILABLE
+        if outcome != UNAVAILABLE:
+            self._db.execute("UPDATE inventory SET stock = ?, version = ? WHERE product = ?",
+                             (stock, version, order.product))
+        self._db.execute(
+            "INSERT INTO ledger (request_id, kind, product, qty, outcome, stock_after, version,"
+            " ts, origin, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (order.request_id, order.kind, order.product, order.qty, outcome, stock, version,
+             now, order.origin, order.epoch))
+        staged[order.product] = (stock, version)
+        return self._reply(order, outcome, stock, version, replayed=False)
+
+    def _replay(self, order: Order, prior: tuple, staged: dict) -> dict | Exception:
+        kind, product, qty, outcome = prior
+        if not order.same_request(kind, product, qty):
+            return ConflictingRequest(
+                f"request_id {order.request_id!r} was already used for {kind} {qty} {product}")
+        stock, version = staged[product]
+        return self._reply(order, outcome, stock, version, replayed=True)
+
+    @staticmethod
+    def _reply(order: Order, outcome: str, stock: int, version: int, replayed: bool) -> dict:
+        return {"request_id": order.request_id, "kind": order.kind, "product": order.product,
+                "qty": order.qty, "outcome": outcome, "stock": stock, "version": version,
+                "replayed": replayed}
+
+    def _seed(self, initial_stock: Mapping[str, int]) -> None:
+        """Add products the database lacks; never touch ones it already has."""
+        self._db.execute("BEGIN IMMEDIATE")
+        new = [(p, q) for p, q in sorted(initial_stock.items())
+               if not self._db.execute("SELECT 1 FROM inventory WHERE product = ?", (p,)).fetchone()]
+        self._db.executemany("INSERT INTO inventory (product, stock, version) VALUES (?, ?, 0)", new)
+        self._db.executemany("INSERT INTO seed (product, stock) VALUES (?, ?)", new)
+        self._db.execute("COMMIT")
+
+    def _load_mirror(self) -> dict:
+        return {p: (s, v) for p, s, v in
+                self._db.execute("SELECT product, stock, version FROM inventory")}
+
+    def _reader(self) -> sqlite3.Connection:
+        """A per-thread read connection, so reads never wait on the writer's transaction."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None,
+                                                      check_same_thread=False)
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+
+def conservation(initial: Mapping[str, int], ledger_rows: Iterable[dict]) -> dict[str, dict]:
+    """Per product: initial + stocked in, shipped out, and the stock that implies."""
+    out = {p: {"initial": q, "stocked": 0, "shipped": 0} for p, q in initial.items()}
+    for row in ledger_rows:
+        entry = out.setdefault(row["product"], {"initial": 0, "stocked": 0, "shipped": 0})
+        if row["outcome"] == STOCKED:
+            entry["stocked"] += row["qty"]
+        elif row["outcome"] == SHIPPED:
+            entry["shipped"] += row["qty"]
+    for entry in out.values():
+        entry["expected_stock"] = entry["initial"] + entry["stocked"] - entry["shipped"]
+    return out

@@ -1,0 +1,174 @@
+"""The trader role: the exposed Trader object that a peer hosts once it is elected.
+
+A trader takes buys and sells from peers and forwards them to the warehouse. In
+cache-less (`sync`) mode every order goes to the warehouse and its outcome goes back
+to the peer. Orders reach the warehouse through a `WarehouseLink`: one link thread
+owns the warehouse proxy and sends whatever orders queued while its last call ran as
+one `apply` call, so concurrent peers share round trips. A forward that fails is
+retried with the same request_id until the trader's budget (rpc.warehouse_timeout_s)
+runs out; then the peer gets `Unavailable` and retries, again with the same id.
+Registered in the name server as `market.trader.<n>`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from typing import Any, Sequence
+
+from . import config, rpc, runtime
+from .batching import Batcher
+from .errors import InvalidRequest, MarketError, Unavailable, from_wire
+from .eventlog import EventLog
+from .orders import Order, check, check_product, new_request_id
+from .store import SHIPPED, STOCKED
+
+__all__ = ["Trader", "WarehouseLink"]
+
+
+class WarehouseLink:
+    """Batches orders into `warehouse.apply` calls from one thread that owns the proxy."""
+
+    def __init__(self, uri: str, timeout_s: float, batch_max: int = 256):
+        self.uri, self.timeout_s = uri, timeout_s
+        self._proxy = None                       # touched only by the link thread
+        self._reads = rpc.ThreadLocalProxy(uri, timeout_s)
+        self.calls = 0
+        self._batcher = Batcher(self._send, batch_max, name="warehouse-link")
+
+    def submit(self, order: Order, timeout_s: float) -> dict:
+        return self._batcher.submit(order, timeout_s)
+
+    def lookup(self, product: str) -> dict:
+        try:
+            with rpc.translated("warehouse lookup"):
+                return self._reads.get().lookup(product)
+        except Unavailable:
+            self._reads.reset()
+            raise
+
+    def close(self) -> None:
+        self._batcher.close()
+        self._reads.close()
+        if self._proxy is not None:
+            self._proxy._pyroClaimOwnership()
+            self._proxy._pyroRelease()
+
+    def _send(self, orders: Sequence[Order]) -> list:
+        if self._proxy is None:
+            self._proxy = rpc.proxy(self.uri, self.timeout_s)
+        self.calls += 1
+        try:
+            with rpc.translated("warehouse"):
+                replies = self._proxy.apply([o.to_wire() for o in orders])
+        except Unavailable as exc:
+            self._proxy._pyroRelease()           # reconnect (and re-resolve) next time
+            self._proxy = None
+            return [exc] * len(orders)
+        return [from_wire(r) if "error" in r else r for r in replies]
+
+
+@rpc.expose
+class Trader:
+    """The remote surface peers and people use: buy, sell, lookup, stats, ping."""
+
+    def __init__(self, index: int, peer_id: int, cfg: config.MarketConfig,
+                 link: WarehouseLink, log: EventLog):
+        self.index, self.peer_id = index, peer_id
+        self._products = frozenset(cfg.products)
+        self._max_qty = cfg.max_quantity
+        self._budget_s = cfg.rpc.warehouse_timeout_s
+        self._backoff_s = cfg.rpc.retry_backoff_s
+        self._link, self._log = link, log
+        self._stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._name = f"Trader {index}"
+
+    @rpc.remote
+    def buy(self, product: str, qty: int, request_id: str | None = None,
+            client: str | None = None) -> dict:
+        """Buy `qty` of `product`. Reply: {"outcome": "shipped"|"unavailable", ...}."""
+        return self._handle("buy", product, qty, request_id, client)
+
+    @rpc.remote
+    def sell(self, product: str, qty: int, request_id: str | None = None,
+             client: str | None = None) -> dict:
+        """Deposit `qty` of `product` in the warehouse. Reply: {"outcome": "stocked", ...}."""
+        return self._handle("sell", product, qty, request_id, client)
+
+    @rpc.remote
+    def lookup(self, product: str) -> dict:
+        return self._link.lookup(check_product(product, self._products))
+
+    @rpc.remote
+    def stats(self) -> dict:
+        with self._lock:
+            counts = dict(self._stats)
+        return {"trader": self.index, "peer": self.peer_id, "mode": "sync",
+                **{k: counts.get(k, 0) for k in _STAT_KEYS},
+                "warehouse_calls": self._link.calls}
+
+    @rpc.remote
+    def ping(self) -> dict:
+        return {"role": "trader", "trader": self.index, "peer": self.peer_id, "pid": os.getpid()}
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _handle(self, kind: str, product: Any, qty: Any, request_id: Any, client: Any) -> dict:
+        who = _client_label(client)
+        rid = new_request_id(f"t{self.index}") if request_id is None else request_id
+        try:
+            order = check(kind, product, qty, rid, products=self._products,
+                          max_qty=self._max_qty, origin=f"trader {self.index}")
+        except MarketError as exc:
+            self._count(requests=1, refused=1)
+            self._log(f"{self._name} refused a {kind} request from {who}: {exc}")
+            raise
+        self._count(requests=1, **{f"{kind}s": 1})
+        reply = self._forward(order, who)
+        self._count(**{reply["outcome"]: 1})
+        self._log(_informed(self._name, who, order, reply))
+        return {**reply, "trader": self.index}
+
+    def _forward(self, order: Order, who: str) -> dict:
+        deadline = time.monotonic() + self._budget_s
+        for delay in runtime.backoff_delays(self._backoff_s):
+            remaining = deadline - time.monotonic()
+            try:
+                return self._link.submit(order, max(remaining, 0.001))
+            except Unavailable as exc:
+                if time.monotonic() + delay >= deadline:
+                    self._count(failed=1)
+                    self._log(f"{self._name} could not reach the warehouse for {who}'s request "
+                              f"{order.request_id}: {exc}")
+                    raise Unavailable(f"{self._name}: warehouse unavailable; retry "
+                                      f"{order.request_id}") from None
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            self._stats.update(deltas)
+
+
+_STAT_KEYS = ("requests", "buys", "sells", "shipped", "unavailable", "stocked",
+              "refused", "failed")
+
+
+def _client_label(client: Any) -> str:
+    if client is None:
+        return "a client"
+    if not isinstance(client, str) or len(client) > 64:
+        raise InvalidRequest("client must be a short str such as 'buyer 3'")
+    return client
+
+
+def _informed(name: str, who: str, order: Order, reply: dict) -> str:
+    verb = "was" if order.qty == 1 else "were"
+    if reply["outcome"] == SHIPPED:
+        return f"{name} informed {who} that {order.qty} {order.product} {verb} shipped"
+    if reply["outcome"] == STOCKED:
+        return f"{name} informed {who} that {order.qty} {order.product} {verb} stocked in the warehouse"
+    return f"{name} informed {who} that no {order.product} was available ({order.qty} asked)"

@@ -1,0 +1,215 @@
+"""The warehouse role: the exposed Warehouse object and its process's main().
+
+It owns the durable inventory (store.Store) and answers traders' batches. Every
+trader call lands in one group-commit queue (batching.Batcher), so one SQLite
+transaction and one fsync cover all the orders that arrived while the last commit
+ran. Every reply carries the product's current stock and version, which is all a
+trader needs to keep a cache fresh. Registered in the name server as `market.warehouse`.
+
+    python -m pyromarket.warehouse --config conf/market.yaml
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import Counter
+from typing import Any, Sequence
+
+from . import config, rpc, runtime
+from .batching import Batcher
+from .errors import InvalidRequest, MarketError, to_wire
+from .eventlog import EventLog
+from .orders import Order, check, check_product, new_request_id
+from .store import SHIPPED, STOCKED, UNAVAILABLE, Store
+
+__all__ = ["Warehouse", "main"]
+
+MAX_BATCH_ORDERS = 10_000
+
+
+@rpc.expose
+class Warehouse:
+    """The remote surface: apply (for traders), buy/sell/lookup/inventory/stats (for people)."""
+
+    def __init__(self, store: Store, cfg: config.MarketConfig, log: EventLog):
+        self._store, self._log = store, log
+        self._products = frozenset(store.products())
+        self._max_qty = cfg.max_quantity
+        self._timeout_s = cfg.rpc.warehouse_timeout_s
+        self._stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+        self._started = time.time()
+        self._batcher = Batcher(self._commit, cfg.warehouse.batch_max, name="group-commit")
+
+    # --- for traders ------------------------------------------------------------------
+
+    @rpc.remote
+    def apply(self, orders: list) -> list[dict]:
+        """Apply a list of order dicts in one commit; one reply dict per order, in order.
+        A refused order's reply is {"request_id", "error", "message"}; the rest still apply."""
+        if not isinstance(orders, (list, tuple)) or len(orders) > MAX_BATCH_ORDERS:
+            raise InvalidRequest(f"orders must be a list of at most {MAX_BATCH_ORDERS} dicts")
+        checked = [self._check_wire(o) for o in orders]
+        valid = [o for o in checked if isinstance(o, Order)]
+        applied = iter(self._batcher.submit(valid, self._timeout_s) if valid else [])
+        replies = []
+        for order, item in zip(orders, checked):
+            result = next(applied) if isinstance(item, Order) else item
+            if isinstance(result, BaseException):
+                rid = order.get("request_id") if isinstance(order, dict) else None
+                result = {"request_id": rid, **to_wire(result)}
+            replies.append(result)
+        return replies
+
+    # --- for people at a REPL ---------------------------------------------------------
+
+    @rpc.remote
+    def buy(self, product: str, qty: int, request_id: str | None = None) -> dict:
+        return self._single("buy", product, qty, request_id)
+
+    @rpc.remote
+    def sell(self, product: str, qty: int, request_id: str | None = None) -> dict:
+        return self._single("sell", product, qty, request_id)
+
+    @rpc.remote
+    def lookup(self, product: str) -> dict:
+        return self._store.lookup(check_product(product, self._products))
+
+    @rpc.remote
+    def inventory(self) -> dict:
+        return self._store.inventory()
+
+    @rpc.remote
+    def stats(self) -> dict:
+        with self._stats_lock:
+            counts = dict(self._stats)
+        batches = counts.get("batches", 0)
+        return {**{k: counts.get(k, 0) for k in _STAT_KEYS},
+                "orders_per_commit": round(counts.get("orders", 0) / batches, 2) if batches else 0.0,
+                "uptime_s": round(time.time() - self._started, 3),
+                "last_seq": self._store.last_seq()}
+
+    @rpc.remote
+    def ledger(self, since_seq: int = 0, limit: int = 10_000) -> list[dict]:
+        """Ledger rows after `since_seq`, oldest first: the audit trail of every order."""
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (since_seq, limit)):
+            raise InvalidRequest("since_seq and limit must be ints")
+        return self._store.ledger(since_seq, max(1, min(limit, 100_000)))
+
+    @rpc.remote
+    def audit(self) -> dict:
+        """Conservation per product: seed + stocked - shipped must equal the stock."""
+        return self._store.audit()
+
+    @rpc.remote
+    def ping(self) -> dict:
+        return {"role": "warehouse", "pid": os.getpid()}
+
+    # --- internals ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._batcher.close()
+
+    def _check_wire(self, o: Any) -> Order | MarketError:
+        if not isinstance(o, dict):
+            return InvalidRequest(f"an order must be a dict, got {type(o).__name__}")
+        try:
+            return check(o.get("kind"), o.get("product"), o.get("qty"), o.get("request_id"),
+                         products=self._products, max_qty=self._max_qty,
+                         origin=o.get("origin", ""), epoch=o.get("epoch", 0))
+        except MarketError as exc:
+            return exc
+
+    def _single(self, kind: str, product: Any, qty: Any, request_id: Any) -> dict:
+        rid = new_request_id("w") if request_id is None else request_id
+        order = check(kind, product, qty, rid, products=self._products,
+                      max_qty=self._max_qty, origin="repl")
+        return self._batcher.submit([order], self._timeout_s)[0]
+
+    def _commit(self, submissions: Sequence[list[Order]]) -> list[list]:
+        flat = [o for sub in submissions for o in sub]
+        results = self._store.apply(flat, time.time())
+        self._record(flat, results)
+        out, i = [], 0
+        for sub in submissions:
+            out.append(results[i:i + len(sub)])
+            i += len(sub)
+        return out
+
+    def _record(self, orders: Sequence[Order], results: Sequence) -> None:
+        counts: Counter[str] = Counter(batches=1, orders=len(orders))
+        for order, res in zip(orders, results):
+            counts.update(_outcome_counts(res))
+            self._log(_describe(order, res))
+        with self._stats_lock:
+            self._stats.update(counts)
+
+
+_STAT_KEYS = ("orders", "batches", "shipped", "shipped_units", "stocked", "stocked_units",
+              "rejected", "replayed", "refused")
+
+
+def _outcome_counts(res: Any) -> dict[str, int]:
+    if isinstance(res, BaseException):
+        return {"refused": 1}
+    if res["replayed"]:
+        return {"replayed": 1}
+    if res["outcome"] == SHIPPED:
+        return {"shipped": 1, "shipped_units": res["qty"]}
+    if res["outcome"] == STOCKED:
+        return {"stocked": 1, "stocked_units": res["qty"]}
+    return {"rejected": 1}
+
+
+def _describe(order: Order, res: Any) -> str:
+    who = order.origin or "a client"
+    if isinstance(res, BaseException):
+        return f"Warehouse refused {order.kind} request {order.request_id} from {who}: {res}"
+    if res["replayed"]:
+        return (f"Warehouse saw request {order.request_id} from {who} again and replayed its "
+                f"recorded outcome ({res['outcome']}) without applying it")
+    if res["outcome"] == SHIPPED:
+        return f"Warehouse shipped {order.qty} {order.product} to {who}; {res['stock']} left"
+    if res["outcome"] == STOCKED:
+        return f"Warehouse stocked {order.qty} {order.product} from {who}; {res['stock']} in stock"
+    assert res["outcome"] == UNAVAILABLE
+    return (f"Warehouse rejected buy request for {order.qty} {order.product} from {who} "
+            f"because only {res['stock']} were in stock")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = runtime.role_args("python -m pyromarket.warehouse",
+                             "Run the market's warehouse (its database server).", argv)
+    cfg = config.load(args.config)
+    stop = runtime.stop_on_signals()
+    rpc.configure(cfg.rpc.threadpool_size)
+    log = runtime.open_log(args.run_dir, cfg, "warehouse")
+    wcfg = cfg.warehouse
+    os.makedirs(os.path.dirname(os.path.abspath(wcfg.db_path)), exist_ok=True)
+    store = Store(wcfg.db_path, {p: wcfg.initial_stock.get(p, 0) for p in cfg.products},
+                  wcfg.synchronous)
+    warehouse = Warehouse(store, cfg, log)
+    server = rpc.Server(wcfg.host, wcfg.port)
+    uri = server.register(warehouse, rpc.WAREHOUSE_NAME)
+    server.start()
+    ns = runtime.connect_ns(cfg, stop=stop)
+    rpc.register_name(ns, rpc.WAREHOUSE_NAME, uri)
+    log(f"Warehouse open at {uri} (synchronous={wcfg.synchronous}); stock {store.inventory()}")
+    try:
+        stop.wait()
+    finally:
+        log("Warehouse closing")
+        with contextlib.suppress(MarketError):
+            rpc.remove_name(ns, rpc.WAREHOUSE_NAME)
+        server.close()
+        warehouse.close()
+        store.close()
+        log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
