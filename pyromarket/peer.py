@@ -120,19 +120,21 @@ class PeerNode:
 
 
 def _become_trader(node: PeerNode, cfg: config.MarketConfig, server: rpc.Server,
-                   log: EventLog, stop: threading.Event):
+                   log: EventLog, run_dir: str | None, stop: threading.Event):
     index = trader_index(node._driver.machine.traders, node.me.id)
+    trader_log = runtime.open_log(run_dir, cfg, f"trader-{index}")
     ns_addr = f"{cfg.nameserver.host}:{cfg.nameserver.port}"
     link = WarehouseLink(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{ns_addr}", cfg.rpc.warehouse_timeout_s,
                          cfg.warehouse.batch_max)
-    trader = Trader(index, node.me.id, cfg, link, log)
+    trader = Trader(index, node.me.id, cfg, link, trader_log)
     uri = server.register(trader, "market.trader")
     ns = runtime.connect_ns(cfg, stop=stop)
     rpc.register_name(ns, rpc.trader_name(index), uri)
     node.trader_index = index
-    log(f"Peer {node.me.id} was elected and now serves as Trader {index} ({uri}); "
-        f"it no longer buys or sells")
-    return ns, link
+    msg = f"Peer {node.me.id} was elected and now serves as Trader {index} ({uri}); it no longer buys or sells"
+    log(msg)
+    trader_log(msg)
+    return ns, link, trader_log
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,20 +153,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"Peer {me.id} ({me.role}) listening at {me.host}:{me.port}")
     elector = threading.Thread(target=driver.run, args=(stop,), name="election", daemon=True)
     elector.start()
-    ns = link = None
+    ns = link = trader_log = None
     try:
         while not stop.is_set() and not driver.decided.wait(0.1):
             pass
         if stop.is_set():
             return 0
         if me.id in driver.machine.traders:
-            ns, link = _become_trader(node, cfg, server, log, stop)
+            ns, link, trader_log = _become_trader(node, cfg, server, log, args.run_dir, stop)
             stop.wait()
         else:
             node.trading = Trading(me, cfg, log, stop)
             node.trading.run()
     finally:
         _shut_down(node, ns, link, server, log)
+        if trader_log is not None:
+            trader_log.close()
         elector.join(2.0)
     return 0
 

@@ -1,0 +1,60 @@
+"""Test helpers shared by unit and integration tests: config dicts and free ports."""
+
+from __future__ import annotations
+
+import copy
+import socket
+
+import yaml
+
+BASE = {
+    "nameserver": {"host": "127.0.0.1", "port": 0},
+    "warehouse": {"host": "127.0.0.1", "port": 0, "db_path": "wh.sqlite3", "synchronous": "FULL",
+                  "batch_max": 64, "initial_stock": {"salt": 10, "fish": 10, "boar": 10}},
+    "products": ["salt", "fish", "boar"],
+    "max_quantity": 100,
+    "traders": {"count": 2, "mode": "sync"},
+    "peers": [],
+    "buyers": {"pace_s": 0.0, "max_qty": 3},
+    "sellers": {"goods_per_period": 2, "period_s": 0.5},
+    "rpc": {"call_timeout_s": 5.0, "warehouse_timeout_s": 3.0, "retry_backoff_s": 0.05,
+            "threadpool_size": 40},
+    "election": {"startup_timeout_s": 10.0, "message_timeout_s": 1.0},
+    "logs": {"dir": "logs"},
+}
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports that were free a moment ago (bound together, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def config_dict(roles: list[str], n_traders: int = 2, ports: list[int] | None = None,
+                **overrides) -> dict:
+    """A valid config dict with one peer per role (ids 1..n); `overrides` replace sections."""
+    ports = ports or list(range(20000, 20002 + len(roles)))
+    cfg = copy.deepcopy(BASE)
+    cfg["nameserver"]["port"], cfg["warehouse"]["port"] = ports[0], ports[1]
+    cfg["peers"] = [{"id": i + 1, "role": r, "host": "127.0.0.1", "port": ports[2 + i]}
+                    for i, r in enumerate(roles)]
+    cfg["traders"]["count"] = n_traders
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def write_config(path, data: dict) -> str:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)

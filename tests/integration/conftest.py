@@ -1,0 +1,63 @@
+"""Integration fixtures: real markets on 127.0.0.1, free ports, and a no-leftovers check."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pyromarket import config, rpc
+from pyromarket.market import Market
+from tests.helpers import config_dict, free_ports, write_config
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def assert_all_gone(pids) -> None:
+    leftovers = [pid for pid in pids if pid and group_alive(pid)]
+    assert not leftovers, f"processes left behind: {leftovers}"
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """make_config(roles, n_traders, **sections) -> (cfg, path), on fresh free ports."""
+    def make(roles, n_traders=2, **overrides):
+        ports = free_ports(2 + len(roles))
+        data = config_dict(roles, n_traders, ports, **overrides)
+        data["warehouse"]["db_path"] = str(tmp_path / "warehouse.sqlite3")
+        data["logs"]["dir"] = str(tmp_path / "logs")
+        path = write_config(tmp_path / "market.yaml", data)
+        return config.load(path), path
+    return make
+
+
+@pytest.fixture
+def start_market(make_config, tmp_path):
+    """start_market(roles, n_traders, **sections) -> a started Market; stopped afterwards,
+    and every process it started is checked to be gone."""
+    markets = []
+
+    def start(roles, n_traders=2, **overrides):
+        cfg, path = make_config(roles, n_traders, **overrides)
+        market = Market(cfg, path, str(tmp_path / "run"))
+        markets.append(market)
+        return market.start(timeout_s=30)
+
+    yield start
+    for market in markets:
+        pids = [s.pid for s in market.services.values()]
+        market.stop()
+        assert_all_gone(pids)
+
+
+@pytest.fixture(autouse=True)
+def _pyro_configured():
+    rpc.configure()

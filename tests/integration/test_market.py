@@ -1,0 +1,156 @@
+"""A whole market of real processes: election, trading, conservation, the launcher."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pyromarket import rpc
+from pyromarket.process import Service, wait_until
+from tests.helpers import free_ports
+from tests.integration.conftest import assert_all_gone
+
+ROLES = ["buyer", "buyer", "seller", "buyer", "seller"]
+
+
+def ledger_rows(db_path: str) -> list[dict]:
+    """Read the ledger straight from the SQLite file, independent of the warehouse code."""
+    with sqlite3.connect(db_path) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY seq")]
+
+
+def stock_and_seed(db_path: str) -> tuple[dict, dict]:
+    with sqlite3.connect(db_path) as db:
+        return (dict(db.execute("SELECT product, stock FROM inventory")),
+                dict(db.execute("SELECT product, stock FROM seed")))
+
+
+@pytest.mark.parametrize("n_traders", [1, 2, 5])
+def test_election_registers_exactly_n_traders_and_every_peer_agrees(start_market, n_traders):
+    market = start_market(ROLES, n_traders)
+    assert sorted(market.traders()) == list(range(1, n_traders + 1))
+    statuses = market.statuses()
+    assert len(statuses) == len(ROLES)
+    agreed = {tuple(s["traders"]) for s in statuses.values()}
+    assert len(agreed) == 1
+    [traders] = agreed
+    assert len(traders) == n_traders
+    assert {pid for pid, s in statuses.items() if s["role"] == "trader"} == set(traders)
+    for n, uri in market.traders().items():          # name n is hosted by the n-th lowest id
+        with rpc.proxy(uri, 5) as t:
+            assert t.ping()["peer"] == sorted(traders)[n - 1]
+
+
+def test_trading_run_conserves_every_product(start_market):
+    market = start_market(ROLES, 2, buyers={"pace_s": 0.0, "max_qty": 3},
+                          sellers={"goods_per_period": 3, "period_s": 0.2})
+    with market.warehouse() as w:
+        wait_until(lambda: w.stats()["shipped"] >= 30 and w.stats()["stocked"] >= 10, 30,
+                   "30 shipments and 10 deposits")
+    market.stop_clients()
+    rows = ledger_rows(market.cfg.warehouse.db_path)
+    stock, seed = stock_and_seed(market.cfg.warehouse.db_path)
+    for product in market.cfg.products:
+        mine = [r for r in rows if r["product"] == product]
+        stocked = sum(r["qty"] for r in mine if r["outcome"] == "stocked")
+        shipped = sum(r["qty"] for r in mine if r["outcome"] == "shipped")
+        assert seed[product] + stocked == stock[product] + shipped, product
+        assert all(r["stock_after"] >= 0 for r in mine)
+    assert len({r["request_id"] for r in rows}) == len(rows)
+    statuses = market.statuses()
+    for pid, s in statuses.items():
+        if s["role"] != "trader":
+            pytest.fail(f"peer {pid} still answers after stop_clients")
+
+
+def test_both_traders_serve_and_logs_follow_the_spec_format(start_market, tmp_path):
+    market = start_market(ROLES, 2, buyers={"pace_s": 0.0, "max_qty": 2})
+    stats = {}
+
+    def both_busy():
+        for n, uri in market.traders().items():
+            with rpc.proxy(uri, 5) as t:
+                stats[n] = t.stats()
+        return all(s["buys"] >= 5 for s in stats.values())
+    wait_until(both_busy, 30, "both traders to serve at least 5 buys")
+    run = tmp_path / "run"
+    for name in ("warehouse.txt", "trader-1.txt", "trader-2.txt", "peer-1.txt"):
+        assert (run / name).exists(), name
+    line = (run / "trader-1.txt").read_text().splitlines()[-1]
+    import re
+    assert re.match(r"\d\d\.\d\d\.\d{4} \d\d:\d\d:\d\d\.\d\d Trader 1 ", line), line
+    assert "Warehouse shipped" in (run / "warehouse.txt").read_text()
+
+
+def _run_launcher(config_path, *extra, timeout=90):
+    return subprocess.run([sys.executable, "-m", "pyromarket.start", "--config", config_path,
+                           *extra], capture_output=True, text=True, timeout=timeout)
+
+
+def _ports_free(cfg) -> bool:
+    import socket
+    addrs = [(p.host, p.port) for p in cfg.peers] + [(cfg.warehouse.host, cfg.warehouse.port)]
+    for addr in addrs:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(addr)
+            except OSError:
+                return False
+    return True
+
+
+def test_launcher_runs_summarizes_and_leaves_nothing(make_config, tmp_path):
+    cfg, path = make_config(ROLES, 2)
+    done = _run_launcher(path, "--duration", "2", "--run-dir", str(tmp_path / "cli"))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "elected traders: [1, 2]" in done.stdout
+    assert "goods shipped:" in done.stdout and "conservation per product: ok" in done.stdout
+    assert "trader 1 (peer" in done.stdout and "trader 2 (peer" in done.stdout
+    wait_until(lambda: _ports_free(cfg), 10, "every market port to be released")
+
+
+def test_launcher_uses_an_already_running_pyro5_ns_and_leaves_it(make_config, tmp_path):
+    cfg, path = make_config(ROLES, 2)
+    ns = Service("pyro5-ns", ["pyro5-ns", "-n", "127.0.0.1", "-p", str(cfg.nameserver.port), "-x"],
+                 ready=lambda: _ns_answers(cfg))
+    ns.start(20)
+    try:
+        done = _run_launcher(path, "--duration", "1", "--run-dir", str(tmp_path / "cli"))
+        assert done.returncode == 0, done.stderr + done.stdout
+        assert ns.running, "the launcher must not stop a name server it did not start"
+        with rpc.nameserver(cfg.nameserver.host, cfg.nameserver.port) as nsp:
+            assert nsp.list(prefix="market.") == {}   # its own names are cleaned up
+    finally:
+        pid = ns.pid
+        ns.stop()
+        assert_all_gone([pid])
+
+
+def _ns_answers(cfg) -> bool:
+    try:
+        with rpc.nameserver(cfg.nameserver.host, cfg.nameserver.port) as ns:
+            ns.ping()
+        return True
+    except Exception:
+        return False
+
+
+def test_launcher_refuses_a_bad_config_naming_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path("conf/market.yaml").read_text().replace("count: 2", "count: 99"))
+    done = _run_launcher(str(bad), "--duration", "1")
+    assert done.returncode == 2
+    assert "traders.count" in done.stderr
+
+
+def test_launcher_help_explains_itself():
+    done = _run_launcher("conf/market.yaml", "--help")
+    assert done.returncode == 0 and "--duration" in done.stdout and "--fresh" in done.stdout

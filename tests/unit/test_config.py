@@ -1,0 +1,144 @@
+"""Config loading: every bad file fails at load time with a message naming the key."""
+
+import copy
+
+import pytest
+
+from pyromarket import config
+from pyromarket.errors import ConfigError
+from tests.helpers import config_dict, write_config
+
+ROLES = ["buyer", "buyer", "seller", "seller"]
+
+
+def test_default_config_file_loads_and_is_valid():
+    cfg = config.load("conf/market.yaml")
+    assert cfg.traders.count <= len(cfg.peers)
+    assert cfg.buyers_count + cfg.sellers_count == len(cfg.peers)
+    assert set(cfg.warehouse.initial_stock) <= set(cfg.products)
+
+
+def test_valid_dict_builds_frozen_dataclasses():
+    cfg = config.from_dict(config_dict(ROLES))
+    assert cfg.peer(3).role == "seller"
+    assert cfg.rpc.call_timeout_s == 5.0
+    with pytest.raises(AttributeError):
+        cfg.traders.count = 3           # frozen
+    with pytest.raises(TypeError):
+        cfg.warehouse.initial_stock["salt"] = 1   # read-only mapping
+
+
+def test_int_is_accepted_where_a_float_is_expected():
+    cfg = config.from_dict(config_dict(ROLES, sellers={"goods_per_period": 2, "period_s": 1}))
+    assert cfg.sellers.period_s == 1.0 and isinstance(cfg.sellers.period_s, float)
+
+
+def _fails(data, match):
+    with pytest.raises(ConfigError, match=match):
+        config.from_dict(data)
+
+
+def test_unknown_key_is_named():
+    data = config_dict(ROLES)
+    data["traders"]["mdoe"] = "sync"
+    _fails(data, r"traders\.mdoe: unknown key")
+
+
+def test_unknown_top_level_key_is_named():
+    data = config_dict(ROLES)
+    data["extra"] = 1
+    _fails(data, r"^extra: unknown key")
+
+
+def test_missing_key_is_named():
+    data = config_dict(ROLES)
+    del data["sellers"]["period_s"]
+    _fails(data, r"sellers\.period_s: missing key")
+
+
+def test_wrong_type_is_named():
+    data = config_dict(ROLES)
+    data["peers"][2]["port"] = "9000"
+    _fails(data, r"peers\[2\]\.port: expected int, got str")
+
+
+def test_bool_is_not_an_int():
+    data = config_dict(ROLES)
+    data["traders"]["count"] = True
+    _fails(data, r"traders\.count: expected int, got bool")
+
+
+@pytest.mark.parametrize("n", [0, -1, 5])
+def test_impossible_trader_count_is_refused(n):
+    _fails(config_dict(ROLES, n_traders=n), r"traders\.count")
+
+
+def test_as_many_traders_as_peers_is_allowed():
+    cfg = config.from_dict(config_dict(ROLES, n_traders=4))
+    assert cfg.traders.count == len(cfg.peers)
+
+
+def test_duplicate_peer_ids_are_refused():
+    data = config_dict(ROLES)
+    data["peers"][1]["id"] = 1
+    _fails(data, r"peers\[1\]\.id: duplicate peer id 1")
+
+
+def test_duplicate_ports_are_refused():
+    data = config_dict(ROLES)
+    data["peers"][3]["port"] = data["peers"][0]["port"]
+    _fails(data, r"peers\[3\]\.port: .* already used by peer 1")
+
+
+def test_peer_port_colliding_with_warehouse_is_refused():
+    data = config_dict(ROLES)
+    data["peers"][0]["port"] = data["warehouse"]["port"]
+    _fails(data, r"peers\[0\]\.port: .* already used by warehouse")
+
+
+def test_bad_role_and_mode_are_refused():
+    data = config_dict(ROLES)
+    data["peers"][0]["role"] = "trader"
+    _fails(data, r"peers\[0\]\.role")
+    _fails(config_dict(ROLES, traders={"count": 2, "mode": "eventual"}), r"traders\.mode")
+
+
+def test_stock_for_unknown_product_is_refused():
+    data = config_dict(ROLES)
+    data["warehouse"]["initial_stock"]["gold"] = 1
+    _fails(data, r"warehouse\.initial_stock\.gold: not in products")
+
+
+def test_timeouts_must_relate():
+    data = config_dict(ROLES, rpc={"warehouse_timeout_s": 6.0})
+    _fails(data, r"rpc\.warehouse_timeout_s: .*below rpc\.call_timeout_s")
+
+
+def test_threadpool_must_fit_every_peer():
+    _fails(config_dict(ROLES, rpc={"threadpool_size": 4}), r"rpc\.threadpool_size")
+
+
+def test_malformed_yaml_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("peers: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        config.load(path)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        config.load(tmp_path / "nope.yaml")
+
+
+def test_non_mapping_file_is_refused(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        config.load(path)
+
+
+def test_file_round_trip(tmp_path):
+    data = config_dict(ROLES)
+    cfg = config.load(write_config(tmp_path / "m.yaml", copy.deepcopy(data)))
+    assert [p.id for p in cfg.peers] == [1, 2, 3, 4]
+    assert cfg.source.endswith("m.yaml")

@@ -1,0 +1,140 @@
+"""The warehouse store: atomic batches, idempotent replay, durability, audit."""
+
+import sqlite3
+
+import pytest
+
+from pyromarket.errors import ConflictingRequest, UnknownProduct, Unavailable
+from pyromarket.orders import Order
+from pyromarket.store import SHIPPED, STOCKED, UNAVAILABLE, Store, conservation
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "wh.sqlite3"), {"salt": 5, "fish": 0})
+    yield s
+    s.close()
+
+
+def buy(rid, product="salt", qty=1):
+    return Order("buy", product, qty, rid, "trader 1")
+
+
+def sell(rid, product="salt", qty=1):
+    return Order("sell", product, qty, rid, "trader 1")
+
+
+def test_buy_ships_when_stock_suffices_and_bumps_the_version(store):
+    [r] = store.apply([buy("a", qty=3)], now=1.0)
+    assert (r["outcome"], r["stock"], r["version"], r["replayed"]) == (SHIPPED, 2, 1, False)
+    assert store.lookup("salt") == {"product": "salt", "stock": 2, "version": 1}
+
+
+def test_buy_beyond_stock_is_unavailable_and_changes_nothing(store):
+    [r] = store.apply([buy("a", qty=6)], now=1.0)
+    assert (r["outcome"], r["stock"], r["version"]) == (UNAVAILABLE, 5, 0)
+    assert store.lookup("salt")["stock"] == 5
+
+
+def test_sell_increments(store):
+    [r] = store.apply([sell("s", "fish", 4)], now=1.0)
+    assert (r["outcome"], r["stock"], r["version"]) == (STOCKED, 4, 1)
+
+
+def test_batch_applies_in_order_and_never_goes_negative(store):
+    results = store.apply([buy(f"b{i}", qty=2) for i in range(4)], now=1.0)
+    assert [r["outcome"] for r in results] == [SHIPPED, SHIPPED, UNAVAILABLE, UNAVAILABLE]
+    assert store.lookup("salt")["stock"] == 1
+
+
+def test_replay_returns_recorded_outcome_and_applies_nothing(store):
+    first = store.apply([buy("same", qty=2)], now=1.0)[0]
+    again = store.apply([buy("same", qty=2)], now=2.0)[0]
+    assert again["outcome"] == first["outcome"] == SHIPPED
+    assert again["replayed"] is True
+    assert store.lookup("salt")["stock"] == 3
+    assert len(store.ledger()) == 1
+
+
+def test_replay_within_one_batch_applies_once(store):
+    results = store.apply([buy("dup", qty=1), buy("dup", qty=1)], now=1.0)
+    assert [r["replayed"] for r in results] == [False, True]
+    assert store.lookup("salt")["stock"] == 4
+
+
+def test_replayed_rejection_stays_rejected_even_after_restock(store):
+    assert store.apply([buy("x", qty=9)], now=1.0)[0]["outcome"] == UNAVAILABLE
+    store.apply([sell("s", qty=20)], now=2.0)
+    assert store.apply([buy("x", qty=9)], now=3.0)[0]["outcome"] == UNAVAILABLE
+
+
+def test_conflicting_replay_is_refused_and_changes_nothing(store):
+    store.apply([buy("id1", qty=1)], now=1.0)
+    [r] = store.apply([buy("id1", qty=2)], now=2.0)
+    assert isinstance(r, ConflictingRequest)
+    [r] = store.apply([sell("id1", qty=1)], now=2.0)
+    assert isinstance(r, ConflictingRequest)
+    assert store.lookup("salt")["stock"] == 4
+
+
+def test_refusal_in_a_batch_does_not_stop_the_others(store):
+    results = store.apply([buy("ok1"), Order("buy", "gold", 1, "bad"), buy("ok2")], now=1.0)
+    assert isinstance(results[1], UnknownProduct)
+    assert results[0]["outcome"] == results[2]["outcome"] == SHIPPED
+
+
+def test_storage_failure_rolls_back_the_whole_batch(store, monkeypatch):
+    real = store._apply_one
+    calls = []
+
+    def flaky(order, staged, now):
+        calls.append(order)
+        if len(calls) == 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(order, staged, now)
+    monkeypatch.setattr(store, "_apply_one", flaky)
+    results = store.apply([buy("a"), buy("b")], now=1.0)
+    assert all(isinstance(r, Unavailable) for r in results)
+    assert store.lookup("salt") == {"product": "salt", "stock": 5, "version": 0}
+    assert store.ledger() == []
+
+
+def test_state_and_ledger_survive_reopen(tmp_path):
+    path = str(tmp_path / "wh.sqlite3")
+    s = Store(path, {"salt": 5})
+    s.apply([buy("a", qty=2), sell("b", qty=7)], now=1.0)
+    s.close()
+    again = Store(path, {"salt": 999})          # the seed never overwrites a known product
+    assert again.lookup("salt") == {"product": "salt", "stock": 10, "version": 2}
+    assert [r["request_id"] for r in again.ledger()] == ["a", "b"]
+    assert again.apply([buy("a", qty=2)], now=2.0)[0]["replayed"] is True
+    again.close()
+
+
+def test_ledger_records_stock_after_each_operation_and_time(store):
+    store.apply([buy("a", qty=2)], now=10.0)
+    store.apply([sell("b", qty=1)], now=11.0)
+    rows = store.ledger()
+    assert [(r["request_id"], r["stock_after"], r["ts"]) for r in rows] == [("a", 3, 10.0), ("b", 4, 11.0)]
+    assert store.ledger(since_seq=rows[0]["seq"])[0]["request_id"] == "b"
+
+
+def test_audit_holds_after_mixed_traffic(store):
+    store.apply([buy("a", qty=3), sell("b", qty=2), buy("c", qty=9), sell("d", "fish", 5),
+                 buy("e", "fish", 5)], now=1.0)
+    report = store.audit()
+    assert all(entry["ok"] for entry in report.values())
+    assert report["salt"] == {"initial": 5, "stocked": 2, "shipped": 3, "expected_stock": 4,
+                              "stock": 4, "ok": True}
+
+
+def test_conservation_counts_only_applied_outcomes():
+    rows = [{"product": "salt", "outcome": SHIPPED, "qty": 2},
+            {"product": "salt", "outcome": UNAVAILABLE, "qty": 5},
+            {"product": "salt", "outcome": STOCKED, "qty": 1}]
+    assert conservation({"salt": 3}, rows)["salt"]["expected_stock"] == 2
+
+
+def test_unknown_product_lookup(store):
+    with pytest.raises(UnknownProduct):
+        store.lookup("gold")

@@ -1,0 +1,103 @@
+"""What crosses the wire: order checks, error round trips through serpent, the remote guard."""
+
+import pytest
+from Pyro5.serializers import SerpentSerializer
+
+from pyromarket import errors, rpc
+from pyromarket.errors import (ConflictingRequest, InvalidRequest, MarketError, Unavailable,
+                               UnknownProduct)
+from pyromarket.eventlog import EventLog, stamp
+from pyromarket.orders import check
+
+PRODUCTS = ("salt", "fish")
+
+
+@pytest.mark.parametrize("qty", [0, -1, 101, 10**12, 1.5, "3", None, True])
+def test_bad_quantities_are_invalid(qty):
+    with pytest.raises(InvalidRequest, match="quantity"):
+        check("buy", "salt", qty, "r1", products=PRODUCTS, max_qty=100)
+
+
+@pytest.mark.parametrize("product", ["gold", "", 3, None, ["salt"]])
+def test_bad_products_are_refused(product):
+    with pytest.raises(InvalidRequest):
+        check("buy", product, 1, "r1", products=PRODUCTS, max_qty=100)
+
+
+def test_unknown_product_is_its_own_error():
+    with pytest.raises(UnknownProduct, match="gold"):
+        check("sell", "gold", 1, "r1", products=PRODUCTS, max_qty=100)
+
+
+@pytest.mark.parametrize("rid", ["", 5, None, "x" * 200])
+def test_bad_request_ids_are_refused(rid):
+    with pytest.raises(InvalidRequest, match="request_id"):
+        check("buy", "salt", 1, rid, products=PRODUCTS, max_qty=100)
+
+
+def test_good_order_passes():
+    order = check("sell", "fish", 100, "r9", products=PRODUCTS, max_qty=100, origin="trader 2")
+    assert order.to_wire() == {"kind": "sell", "product": "fish", "qty": 100, "request_id": "r9",
+                               "origin": "trader 2", "epoch": 0}
+
+
+@pytest.mark.parametrize("cls", errors.REMOTE_ERRORS)
+def test_every_market_error_survives_serpent(cls):
+    rpc.configure()
+    ser = SerpentSerializer()
+    back = ser.loads(ser.dumps(cls("the message")))
+    assert type(back) is cls and str(back) == "the message"
+
+
+@pytest.mark.parametrize("exc", [UnknownProduct("x"), ConflictingRequest("y"), Unavailable("z")])
+def test_errors_as_data_round_trip(exc):
+    back = errors.from_wire(errors.to_wire(exc))
+    assert type(back) is type(exc) and str(back) == str(exc)
+
+
+def test_foreign_error_as_data_degrades_to_market_error():
+    back = errors.from_wire(errors.to_wire(KeyError("k")))
+    assert type(back) is MarketError
+
+
+class _Thing:
+    @rpc.remote
+    def method(self, a, b=1):
+        if a == "boom":
+            raise KeyError("internal")
+        if a == "market":
+            raise UnknownProduct("own error")
+        return a
+
+
+def test_remote_guard_turns_bad_arity_into_invalid_request():
+    with pytest.raises(InvalidRequest, match="method"):
+        _Thing().method()
+    with pytest.raises(InvalidRequest):
+        _Thing().method(1, 2, 3)
+
+
+def test_remote_guard_hides_foreign_exceptions():
+    with pytest.raises(MarketError, match="internal error in method: KeyError") as info:
+        _Thing().method("boom")
+    assert type(info.value) is MarketError
+
+
+def test_remote_guard_passes_market_errors_and_results():
+    with pytest.raises(UnknownProduct):
+        _Thing().method("market")
+    assert _Thing().method("ok") == "ok"
+
+
+def test_stamp_matches_the_spec_format():
+    import re
+    assert re.fullmatch(r"\d\d\.\d\d\.\d{4} \d\d:\d\d:\d\d\.\d\d", stamp(1_700_000_000.37))
+
+
+def test_event_log_writes_timestamped_lines(tmp_path):
+    log = EventLog(str(tmp_path / "sub" / "trader-1.txt"))
+    log("Trader 1 informed buyer 2 that no salt was available")
+    log.close()
+    log.close()
+    line = (tmp_path / "sub" / "trader-1.txt").read_text().splitlines()[0]
+    assert line.endswith(" Trader 1 informed buyer 2 that no salt was available")
