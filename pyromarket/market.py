@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
+import threading
 from typing import Any
 
 from . import config, rpc
@@ -27,7 +27,7 @@ class Market:
         self.services: dict[str, Service] = {}
         self.own_nameserver = False
         self.trader_peers: set[int] = set()     # peer ids elected as traders
-        self._ns = None
+        self._local = threading.local()         # one name-server proxy per thread
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -62,10 +62,7 @@ class Market:
                                                      n == "nameserver"))
         for name in order:
             self.services[name].stop()
-        if self._ns is not None:
-            with contextlib.suppress(Exception):
-                self._ns._pyroRelease()
-            self._ns = None
+        self._drop_ns()
 
     def stop_clients(self) -> None:
         """Stop the buyers and sellers (they finish their in-flight requests); keep the rest."""
@@ -82,9 +79,18 @@ class Market:
     # --- looking at it --------------------------------------------------------------------
 
     def ns(self):
-        if self._ns is None:
-            self._ns = rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port)
-        return self._ns
+        """This thread's name-server proxy."""
+        ns = getattr(self._local, "ns", None)
+        if ns is None:
+            ns = self._local.ns = rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port)
+        return ns
+
+    def _drop_ns(self) -> None:
+        ns = getattr(self._local, "ns", None)
+        self._local.ns = None
+        if ns is not None:
+            with contextlib.suppress(Exception):
+                ns._pyroRelease()
 
     def traders(self) -> dict[int, str]:
         return rpc.list_traders(self.ns())
@@ -132,11 +138,11 @@ class Market:
 
     def _nameserver_answers(self) -> bool:
         try:
-            self._ns = None
+            self._drop_ns()
             self.ns().ping()
             return True
         except (Unavailable, rpc.CommunicationError):
-            self._ns = None
+            self._drop_ns()
             return False
 
     def _clear_names(self) -> None:

@@ -1,0 +1,161 @@
+"""Atomicity, idempotency, durability and bad input, against real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from pyromarket import rpc
+from pyromarket.errors import ConflictingRequest, InvalidRequest, MarketError, UnknownProduct
+from pyromarket.orders import new_request_id
+from pyromarket.process import wait_until
+
+QUIET = ["buyer", "seller"]          # with N_t = 2 every peer is a trader: a quiet market
+
+
+def test_eight_client_processes_race_for_100_units_through_both_traders(start_market):
+    market = start_market(QUIET, 2, warehouse={"initial_stock": {"salt": 100, "fish": 0, "boar": 0}})
+    port = market.cfg.nameserver.port
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.buy_client",
+                               "--ns-port", str(port), "--product", "salt", "--tag", f"c{i}"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+             for i in range(8)]
+    try:
+        outputs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+    assert all(p.returncode == 0 for p in procs)
+    shipped_ids = [rid for out in outputs for rid in out["shipped"]]
+    assert len(shipped_ids) == 100 and len(set(shipped_ids)) == 100
+    assert sum(out["via"].get("1", 0) for out in outputs) > 0      # both traders carried load
+    assert sum(out["via"].get("2", 0) for out in outputs) > 0
+    with market.warehouse() as w:
+        assert w.lookup("salt")["stock"] == 0
+        rows = [r for r in w.ledger(0, 100_000) if r["product"] == "salt"]
+    assert min(r["stock_after"] for r in rows) == 0
+    assert sum(r["qty"] for r in rows if r["outcome"] == "shipped") == 100
+
+
+def test_replayed_request_ships_nothing_twice_even_through_another_trader(start_market):
+    market = start_market(QUIET, 2)
+    with market.trader(1) as t1, market.trader(2) as t2, market.warehouse() as w:
+        before = w.lookup("fish")["stock"]
+        first = t1.buy("fish", 2, "replay-1", "buyer 9")
+        again = t2.buy("fish", 2, "replay-1", "buyer 9")
+        assert first["outcome"] == again["outcome"] == "shipped"
+        assert (first["replayed"], again["replayed"]) == (False, True)
+        assert w.lookup("fish")["stock"] == before - 2
+        with pytest.raises(ConflictingRequest, match="replay-1"):
+            t1.buy("fish", 3, "replay-1")
+        with pytest.raises(ConflictingRequest):
+            t2.sell("fish", 2, "replay-1")
+        assert w.lookup("fish")["stock"] == before - 2
+        assert w.stats()["replayed"] == 1
+
+
+BAD_CALLS = [
+    ("buy", ("salt", -1)), ("buy", ("salt", 0)), ("buy", ("salt", 10**9)), ("buy", ("salt", 1.5)),
+    ("buy", ("salt", "2")), ("buy", ("salt", None)), ("buy", ("salt", True)),
+    ("sell", ("salt", -5)), ("sell", ("salt", 2**70)), ("buy", (5, 1)), ("buy", (["salt"], 1)),
+    ("buy", ("salt", 1, 12345)), ("buy", ("salt", 1, "")), ("buy", ("salt", 1, None, 42)),
+    ("buy", ()), ("buy", ("salt",)), ("sell", ("salt", 1, "r", "me", "extra")), ("lookup", (7,)),
+]
+
+
+def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
+    market = start_market(QUIET, 2)
+    with market.trader(1) as t, market.warehouse() as w:
+        before = w.inventory()
+        for method, args in BAD_CALLS:
+            with pytest.raises(InvalidRequest):
+                getattr(t, method)(*args)
+        with pytest.raises(UnknownProduct, match="gold"):
+            t.buy("gold", 1)
+        with pytest.raises(UnknownProduct):
+            t.lookup("gold")
+        for method, args in BAD_CALLS[:11]:
+            with pytest.raises(InvalidRequest):
+                getattr(w, method)(*args)
+        replies = w.apply([{"kind": "buy", "product": "salt", "qty": -1, "request_id": "x"},
+                           "not a dict", {"kind": "steal", "product": "salt", "qty": 1,
+                                          "request_id": "y"}])
+        assert [r["error"] for r in replies] == ["InvalidRequest"] * 3
+        with pytest.raises(InvalidRequest):
+            w.apply("not a list")
+        assert w.inventory() == before
+        assert w.ledger(0, 100) == []
+        assert t.buy("salt", 1)["outcome"] == "shipped"   # the connection still works
+
+
+def test_quiet_market_is_driven_from_a_repl_style_session(start_market):
+    market = start_market(QUIET, 2)
+    ns = market.cfg.nameserver
+    with rpc.proxy(f"PYRONAME:market.trader.1@{ns.host}:{ns.port}", 5) as trader, \
+            rpc.proxy(f"PYRONAME:market.warehouse@{ns.host}:{ns.port}", 5) as warehouse:
+        assert trader.lookup("boar") == {"product": "boar", "stock": 10, "version": 0}
+        assert trader.sell("boar", 5)["outcome"] == "stocked"
+        reply = trader.buy("boar", 15)
+        assert (reply["outcome"], reply["stock"], reply["trader"]) == ("shipped", 0, 1)
+        assert trader.buy("boar", 1)["outcome"] == "unavailable"
+        assert warehouse.inventory()["boar"] == {"stock": 0, "version": 2}
+        stats = trader.stats()
+        assert (stats["requests"], stats["buys"], stats["sells"], stats["shipped"],
+                stats["unavailable"]) == (4 - 1, 2, 1, 1, 1)
+        assert warehouse.stats()["shipped_units"] == 15
+        assert all(e["ok"] for e in warehouse.audit().values())
+
+
+def _sell_until(market, acked: list, stop: threading.Event, errors: list) -> None:
+    """Sell 1 fish at a time through trader 1, each id retried until acknowledged."""
+    try:
+        trader = market.trader(1, timeout_s=10)
+        while not stop.is_set():
+            rid = new_request_id("dur")
+            while True:
+                try:
+                    with rpc.translated("trader"):
+                        reply = trader.sell("fish", 1, rid)
+                    break
+                except MarketError:            # Unavailable while the warehouse is down
+                    stop.wait(0.05)
+            assert reply["outcome"] == "stocked"
+            acked.append(rid)
+    except BaseException as exc:               # surfaced by the test, never swallowed
+        errors.append(exc)
+
+
+def test_warehouse_kill_9_and_restart_loses_no_committed_operation(start_market):
+    market = start_market(QUIET, 2, rpc={"warehouse_timeout_s": 1.0})
+    acked, errors, stop = [], [], threading.Event()
+    worker = threading.Thread(target=_sell_until, args=(market, acked, stop, errors))
+    worker.start()
+    try:
+        wait_until(lambda: len(acked) >= 50 or errors, 30, "50 acknowledged deposits")
+        market.services["warehouse"].signal(signal.SIGKILL)
+        market.services["warehouse"].wait(10)
+        acked_before_kill = list(acked)
+        market.start_warehouse()
+        wait_until(lambda: len(acked) >= len(acked_before_kill) + 50 or errors, 30,
+                   "50 more deposits after the restart")
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not errors, errors
+    with sqlite3.connect(market.cfg.warehouse.db_path) as db:
+        rows = db.execute("SELECT request_id, outcome FROM ledger WHERE product='fish'").fetchall()
+        stock = db.execute("SELECT stock FROM inventory WHERE product='fish'").fetchone()[0]
+    ids = [r[0] for r in rows]
+    assert set(acked) <= set(ids), "an acknowledged deposit was lost"
+    assert len(ids) == len(set(ids))
+    assert stock == 10 + len(ids)              # seed 10; each ledger row stocked exactly 1
+    assert set(ids) - set(acked) <= set()      # nothing applied that nobody asked for
