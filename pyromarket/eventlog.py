@@ -8,6 +8,7 @@ not this file, is the durable record of what happened; this is for people to rea
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -15,9 +16,14 @@ import time
 __all__ = ["EventLog", "stamp"]
 
 
+@functools.lru_cache(maxsize=4)
+def _second(whole: int) -> str:
+    return time.strftime("%d.%m.%Y %H:%M:%S", time.localtime(whole))
+
+
 def stamp(t: float) -> str:
     """`dd.mm.YYYY HH:MM:SS.cc` in local time, as in the spec's examples."""
-    return time.strftime("%d.%m.%Y %H:%M:%S", time.localtime(t)) + f".{int(t * 100) % 100:02d}"
+    return f"{_second(int(t))}.{int(t * 100) % 100:02d}"
 
 
 class EventLog:

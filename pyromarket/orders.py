@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from .errors import InvalidRequest, UnknownProduct
 
-__all__ = ["Order", "check", "check_product", "new_request_id", "KINDS", "MAX_ID_LEN"]
+__all__ = ["Order", "check", "check_row", "check_product", "new_request_id", "KINDS", "MAX_ID_LEN"]
 
 KINDS = ("buy", "sell")
 MAX_ID_LEN = 128
@@ -31,6 +31,11 @@ class Order:
     def to_wire(self) -> dict:
         return {"kind": self.kind, "product": self.product, "qty": self.qty,
                 "request_id": self.request_id, "origin": self.origin, "epoch": self.epoch}
+
+    def to_row(self) -> tuple:
+        """The compact form `Warehouse.apply` takes: serpent parses a tuple about twice
+        as fast as the equivalent dict, and apply() is the trader's hot path."""
+        return (self.kind, self.product, self.qty, self.request_id, self.origin, self.epoch)
 
     def same_request(self, kind: str, product: str, qty: int) -> bool:
         return (self.kind, self.product, self.qty) == (kind, product, qty)
@@ -75,3 +80,15 @@ def check(kind: Any, product: Any, qty: Any, request_id: Any, *, products: Itera
         raise InvalidRequest(f"epoch must be a non-negative int, got {epoch!r}")
     return Order(kind, check_product(product, products), _check_qty(qty, max_qty),
                  _check_request_id(request_id), origin, epoch)
+
+
+ROW_FIELDS = ("kind", "product", "qty", "request_id", "origin", "epoch")
+
+
+def check_row(row: Any, *, products: Iterable[str], max_qty: int) -> Order:
+    """Check one `Order.to_row()` tuple as it arrives over the wire."""
+    if not isinstance(row, (list, tuple)) or len(row) != len(ROW_FIELDS):
+        raise InvalidRequest(f"an order row must be a list of {len(ROW_FIELDS)} fields {ROW_FIELDS}")
+    kind, product, qty, request_id, origin, epoch = row
+    return check(kind, product, qty, request_id, products=products, max_qty=max_qty,
+                 origin=origin, epoch=epoch)

@@ -29,7 +29,7 @@ from . import errors
 from .errors import InvalidRequest, MarketError, Unavailable
 
 __all__ = [
-    "configure", "expose", "remote", "proxy", "ThreadLocalProxy", "Server", "nameserver",
+    "configure", "register_errors", "expose", "remote", "proxy", "ThreadLocalProxy", "Server", "nameserver",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name", "CommunicationError", "peer_uri",
 ]
@@ -62,6 +62,11 @@ def configure(threadpool_size: int = 80) -> None:
     cfg.MAX_RETRIES = 0             # never re-run a call that may have had side effects
     cfg.SOCK_NODELAY = True
     cfg.DETAILED_TRACEBACK = False
+    register_errors()
+
+
+def register_errors() -> None:
+    """Teach serpent to rebuild the market's exceptions (else: SerializeError)."""
     for cls in errors.REMOTE_ERRORS:
         SerializerBase.register_dict_to_class(f"{cls.__module__}.{cls.__name__}",
                                               functools.partial(_make_error, cls))

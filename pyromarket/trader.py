@@ -2,9 +2,9 @@
 
 A trader takes buys and sells from peers and forwards them to the warehouse. In
 cache-less (`sync`) mode every order goes to the warehouse and its outcome goes back
-to the peer. Orders reach the warehouse through a `WarehouseLink`: one link thread
-owns the warehouse proxy and sends whatever orders queued while its last call ran as
-one `apply` call, so concurrent peers share round trips. A forward that fails is
+to the peer. Orders reach the warehouse through a `WarehouseLink`: while one `apply`
+call is in flight, orders from other peers queue, and the next call carries them all
+(batching.Batcher). Each trader thread uses its own warehouse proxy. A forward that fails is
 retried with the same request_id until the trader's budget (rpc.warehouse_timeout_s)
 runs out; then the peer gets `Unavailable` and retries, again with the same id.
 Registered in the name server as `market.trader.<n>`.
@@ -29,14 +29,13 @@ __all__ = ["Trader", "WarehouseLink"]
 
 
 class WarehouseLink:
-    """Batches orders into `warehouse.apply` calls from one thread that owns the proxy."""
+    """Batches orders into `warehouse.apply` calls, one call in flight at a time."""
 
     def __init__(self, uri: str, timeout_s: float, batch_max: int = 256):
         self.uri, self.timeout_s = uri, timeout_s
-        self._proxy = None                       # touched only by the link thread
-        self._reads = rpc.ThreadLocalProxy(uri, timeout_s)
+        self._proxies = rpc.ThreadLocalProxy(uri, timeout_s)   # one per calling thread
         self.calls = 0
-        self._batcher = Batcher(self._send, batch_max, name="warehouse-link")
+        self._batcher = Batcher(self._send, batch_max, name="warehouse link")
 
     def submit(self, order: Order, timeout_s: float) -> dict:
         return self._batcher.submit(order, timeout_s)
@@ -44,30 +43,24 @@ class WarehouseLink:
     def lookup(self, product: str) -> dict:
         try:
             with rpc.translated("warehouse lookup"):
-                return self._reads.get().lookup(product)
+                return self._proxies.get().lookup(product)
         except Unavailable:
-            self._reads.reset()
+            self._proxies.reset()
             raise
 
     def close(self) -> None:
         self._batcher.close()
-        self._reads.close()
-        if self._proxy is not None:
-            self._proxy._pyroClaimOwnership()
-            self._proxy._pyroRelease()
+        self._proxies.close()
 
     def _send(self, orders: Sequence[Order]) -> list:
-        if self._proxy is None:
-            self._proxy = rpc.proxy(self.uri, self.timeout_s)
         self.calls += 1
         try:
             with rpc.translated("warehouse"):
-                replies = self._proxy.apply([o.to_wire() for o in orders])
+                rows = self._proxies.get().apply([o.to_row() for o in orders])
         except Unavailable as exc:
-            self._proxy._pyroRelease()           # reconnect (and re-resolve) next time
-            self._proxy = None
+            self._proxies.reset()                # reconnect (and re-resolve) next time
             return [exc] * len(orders)
-        return [from_wire(r) if "error" in r else r for r in replies]
+        return [_from_row(o, r) for o, r in zip(orders, rows)]
 
 
 @rpc.expose
@@ -151,6 +144,16 @@ class Trader:
     def _count(self, **deltas: int) -> None:
         with self._lock:
             self._stats.update(deltas)
+
+
+def _from_row(order: Order, row: list) -> dict | MarketError:
+    """A warehouse reply row (see Warehouse.apply) as the dict a peer gets."""
+    if row[0] == "error":
+        return from_wire({"error": row[1], "message": row[2]})
+    outcome, stock, version, replayed = row
+    return {"outcome": outcome, "product": order.product, "qty": order.qty,
+            "request_id": order.request_id, "stock": stock, "version": version,
+            "replayed": replayed}
 
 
 _STAT_KEYS = ("requests", "buys", "sells", "shipped", "unavailable", "stocked",

@@ -86,10 +86,11 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
         for method, args in BAD_CALLS[:11]:
             with pytest.raises(InvalidRequest):
                 getattr(w, method)(*args)
-        replies = w.apply([{"kind": "buy", "product": "salt", "qty": -1, "request_id": "x"},
-                           "not a dict", {"kind": "steal", "product": "salt", "qty": 1,
-                                          "request_id": "y"}])
-        assert [r["error"] for r in replies] == ["InvalidRequest"] * 3
+        replies = w.apply([("buy", "salt", -1, "x", "t", 0), "not a row",
+                           ("steal", "salt", 1, "y", "t", 0), ("buy", "salt", 1),
+                           ("buy", "gold", 1, "z", "t", 0)])
+        assert [r[:2] for r in replies] == [["error", "InvalidRequest"]] * 4 + [
+            ["error", "UnknownProduct"]]
         with pytest.raises(InvalidRequest):
             w.apply("not a list")
         assert w.inventory() == before

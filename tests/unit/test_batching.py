@@ -1,104 +1,124 @@
-"""The group-commit batcher: batches form from whatever queued, results go to the right caller."""
+"""The leader/follower batcher: batches form from whatever queued, results reach the
+right caller, followers give up cleanly, and nothing needs a sleep to test."""
 
 import threading
 
 import pytest
 
-from pyromarket.batching import Batcher, _Slot
+from pyromarket.batching import Batcher
 from pyromarket.errors import Unavailable
 
 
-def test_single_item_round_trip():
-    b = Batcher(lambda items: [x * 2 for x in items], max_batch=8)
-    try:
-        assert b.submit(21, timeout=5) == 42
-    finally:
-        b.close()
+def wait_for(cond, what, timeout=5.0):
+    ev = threading.Event()
+    for _ in range(int(timeout / 0.005)):
+        if cond():
+            return
+        ev.wait(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Gated:
+    """A handler whose first batch blocks until `gate` opens, recording every batch."""
+
+    def __init__(self, transform=lambda x: x):
+        self.gate, self.entered = threading.Event(), threading.Event()
+        self.batches, self.transform = [], transform
+
+    def __call__(self, items):
+        self.batches.append(list(items))
+        if len(self.batches) == 1:
+            self.entered.set()
+            assert self.gate.wait(5)
+        return [self.transform(x) for x in items]
+
+
+def submit_in_threads(b, items, results, timeout=5.0):
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, b.submit(i, timeout)))
+               for i in items]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_single_submitter_leads_its_own_batch():
+    seen = []
+    b = Batcher(lambda items: (seen.append(threading.current_thread()), [x * 2 for x in items])[1], 8)
+    assert b.submit(21, timeout=5) == 42
+    assert seen == [threading.current_thread()]       # no hand-off to another thread
 
 
 def test_items_queued_during_a_batch_share_the_next_one():
-    gate, entered = threading.Event(), threading.Event()
-    batches = []
-
-    def handler(items):
-        batches.append(list(items))
-        if len(batches) == 1:
-            entered.set()
-            gate.wait(5)
-        return items
-
+    handler = Gated()
     b = Batcher(handler, max_batch=100)
     results = {}
-    first = threading.Thread(target=lambda: results.setdefault("first", b.submit("first", 5)))
-    first.start()
-    assert entered.wait(5)
-    workers = [threading.Thread(target=lambda i=i: results.setdefault(i, b.submit(i, 5)))
-               for i in range(10)]
-    for w in workers:
-        w.start()
-    # every worker's item is queued before the gate opens: wait on that condition
-    deadline = threading.Event()
-    for _ in range(500):
-        if b._queue.qsize() == 10:
-            break
-        deadline.wait(0.01)
-    gate.set()
-    for t in [first, *workers]:
+    first = submit_in_threads(b, ["first"], results)
+    assert handler.entered.wait(5)
+    others = submit_in_threads(b, range(10), results)
+    wait_for(lambda: len(b._pending) == 10, "ten queued followers")
+    handler.gate.set()
+    for t in first + others:
         t.join(5)
-    b.close()
-    assert batches[0] == ["first"]
-    assert sorted(batches[1]) == list(range(10))           # one batch, not ten
-    assert all(results[i] == i for i in range(10))
+    assert handler.batches[0] == ["first"]
+    assert sorted(handler.batches[1]) == list(range(10))      # one batch, not ten
+    assert len(handler.batches) == 2
+    assert all(results[i] == i for i in range(10)) and results["first"] == "first"
 
 
 def test_max_batch_caps_a_batch():
-    sizes = []
-    b = Batcher(lambda items: (sizes.append(len(items)), items)[1], max_batch=3)
-    for i in range(7):
-        b._queue.put(_Slot(i))
-    b.close()
+    handler = Gated()
+    b = Batcher(handler, max_batch=3)
+    results = {}
+    threads = submit_in_threads(b, ["lead"], results)
+    assert handler.entered.wait(5)
+    threads += submit_in_threads(b, range(7), results)
+    wait_for(lambda: len(b._pending) == 7, "seven queued followers")
+    handler.gate.set()
+    for t in threads:
+        t.join(5)
+    sizes = [len(x) for x in handler.batches[1:]]
     assert max(sizes) <= 3 and sum(sizes) == 7
+    assert all(results[i] == i for i in range(7))
 
 
 def test_exception_result_is_raised_in_its_submitter_only():
     b = Batcher(lambda items: [ValueError("bad") if x < 0 else x for x in items], max_batch=8)
-    try:
-        with pytest.raises(ValueError):
-            b.submit(-1, 5)
-        assert b.submit(1, 5) == 1
-    finally:
-        b.close()
+    with pytest.raises(ValueError):
+        b.submit(-1, 5)
+    assert b.submit(1, 5) == 1
 
 
-def test_handler_failure_fails_the_whole_batch():
-    def boom(items):
-        raise RuntimeError("handler broke")
-    b = Batcher(boom, max_batch=8)
-    try:
-        with pytest.raises(RuntimeError, match="handler broke"):
-            b.submit(1, 5)
-    finally:
-        b.close()
+def test_handler_failure_fails_the_whole_batch_and_the_next_still_runs():
+    calls = []
+
+    def flaky(items):
+        calls.append(items)
+        if len(calls) == 1:
+            raise RuntimeError("handler broke")
+        return items
+    b = Batcher(flaky, max_batch=8)
+    with pytest.raises(RuntimeError, match="handler broke"):
+        b.submit(1, 5)
+    assert b.submit(2, 5) == 2
 
 
 def test_wrong_result_count_is_an_error_not_a_hang():
     b = Batcher(lambda items: [], max_batch=8)
-    try:
-        with pytest.raises(RuntimeError, match="0 results for 1"):
-            b.submit(1, 5)
-    finally:
-        b.close()
+    with pytest.raises(RuntimeError, match="0 results for 1"):
+        b.submit(1, 5)
 
 
-def test_submit_times_out_as_unavailable():
-    gate = threading.Event()
-    b = Batcher(lambda items: (gate.wait(5), items)[1], max_batch=8)
-    try:
-        with pytest.raises(Unavailable, match="no result within"):
-            b.submit(1, timeout=0.05)
-    finally:
-        gate.set()
-        b.close()
+def test_follower_times_out_as_unavailable_and_withdraws():
+    handler = Gated()
+    b = Batcher(handler, max_batch=8)
+    leader = submit_in_threads(b, ["lead"], {})
+    assert handler.entered.wait(5)
+    with pytest.raises(Unavailable, match="no result within"):
+        b.submit("late", timeout=0.05)
+    assert len(b._pending) == 0                    # withdrawn, so it is never applied
+    handler.gate.set()
+    leader[0].join(5)
+    assert handler.batches == [["lead"]]
 
 
 def test_closed_batcher_refuses_and_close_is_idempotent():
@@ -107,3 +127,19 @@ def test_closed_batcher_refuses_and_close_is_idempotent():
     b.close()
     with pytest.raises(Unavailable, match="shutting down"):
         b.submit(1, 1)
+
+
+def test_close_waits_for_the_batch_in_flight():
+    handler = Gated()
+    b = Batcher(handler, max_batch=8)
+    results = {}
+    t = submit_in_threads(b, ["lead"], results)
+    assert handler.entered.wait(5)
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    closer.join(0.05)
+    assert closer.is_alive()                       # still waiting on the leader
+    handler.gate.set()
+    closer.join(5)
+    t[0].join(5)
+    assert results == {"lead": "lead"} and not closer.is_alive()

@@ -100,7 +100,7 @@ def test_bad_role_and_mode_are_refused():
     data = config_dict(ROLES)
     data["peers"][0]["role"] = "trader"
     _fails(data, r"peers\[0\]\.role")
-    _fails(config_dict(ROLES, traders={"count": 2, "mode": "eventual"}), r"traders\.mode")
+    _fails(config_dict(ROLES, traders={"mode": "eventual"}), r"traders\.mode")
 
 
 def test_stock_for_unknown_product_is_refused():

@@ -1,0 +1,1 @@
+"""pyromarket's benchmarks. Run `python -m bench --help` for the experiments."""

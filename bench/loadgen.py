@@ -1,0 +1,66 @@
+"""A closed-loop load generator process: one client calling as fast as replies come.
+
+    python -m bench.loadgen --uri URI --method buy --start-at T --warmup-s W --duration-s D
+
+All clients of a measurement start at the same wall-clock instant (`--start-at`), call
+for warmup + duration seconds, and count only calls that complete inside the steady
+window [start + warmup, start + warmup + duration]. Prints one JSON line: calls in the
+window, outcomes, and latency percentiles in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from collections import Counter
+
+from pyromarket import rpc
+
+
+def run(uri: str, method: str, product: str, start_at: float, warmup_s: float,
+        duration_s: float) -> dict:
+    proxy = rpc.proxy(uri, 10.0)
+    proxy._pyroBind()
+    fn = getattr(proxy, method)
+    prefix = uuid.uuid4().hex[:8]
+    time.sleep(max(0.0, start_at - time.time()))
+    window_start, window_end = start_at + warmup_s, start_at + warmup_s + duration_s
+    latencies, outcomes, seq = [], Counter(), 0
+    while True:
+        seq += 1
+        t0 = time.time()
+        reply = fn(product, 1, f"{prefix}-{seq}")
+        t1 = time.time()
+        if t1 >= window_end:
+            break
+        if t0 >= window_start:
+            latencies.append(t1 - t0)
+            outcomes[reply["outcome"] if isinstance(reply, dict) else "none"] += 1
+    proxy._pyroRelease()
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 3) \
+            if latencies else 0.0
+    return {"calls": len(latencies), "outcomes": dict(outcomes), "p50_ms": pct(0.50),
+            "p90_ms": pct(0.90), "p99_ms": pct(0.99)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
+    parser.add_argument("--uri", required=True)
+    parser.add_argument("--method", default="buy")
+    parser.add_argument("--product", default="salt")
+    parser.add_argument("--start-at", type=float, required=True)
+    parser.add_argument("--warmup-s", type=float, default=1.0)
+    parser.add_argument("--duration-s", type=float, default=5.0)
+    args = parser.parse_args()
+    rpc.configure()
+    print(json.dumps(run(args.uri, args.method, args.product, args.start_at, args.warmup_s,
+                         args.duration_s)))
+
+
+if __name__ == "__main__":
+    main()
