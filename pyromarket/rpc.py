@@ -94,13 +94,16 @@ def remote(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def guarded(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            sig.bind(self, *args, **kwargs)
-        except TypeError as exc:
-            raise InvalidRequest(f"{fn.__name__}{sig}: {exc}") from None
-        try:
             return fn(self, *args, **kwargs)
         except MarketError:
             raise
+        except TypeError as exc:
+            try:                    # only now pay for a signature check: bad arity?
+                sig.bind(self, *args, **kwargs)
+            except TypeError:
+                raise InvalidRequest(f"{fn.__name__}{sig}: {exc}") from None
+            log.exception("internal error in %s", fn.__name__)
+            raise MarketError(f"internal error in {fn.__name__}: TypeError: {exc}") from None
         except Exception as exc:    # noqa: BLE001 - never leak internals across the wire
             log.exception("internal error in %s", fn.__name__)
             raise MarketError(f"internal error in {fn.__name__}: {type(exc).__name__}: {exc}") from None

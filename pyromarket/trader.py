@@ -34,11 +34,17 @@ class WarehouseLink:
     def __init__(self, uri: str, timeout_s: float, batch_max: int = 256):
         self.uri, self.timeout_s = uri, timeout_s
         self._proxies = rpc.ThreadLocalProxy(uri, timeout_s)   # one per calling thread
-        self.calls = 0
+        self.calls, self._orders, self._call_s = 0, 0, 0.0   # written by the leader only
         self._batcher = Batcher(self._send, batch_max, name="warehouse link")
 
     def submit(self, order: Order, timeout_s: float) -> dict:
         return self._batcher.submit(order, timeout_s)
+
+    def stats(self) -> dict:
+        calls = self.calls
+        return {"warehouse_calls": calls,
+                "orders_per_warehouse_call": round(self._orders / calls, 2) if calls else 0.0,
+                "warehouse_call_ms": round(1000 * self._call_s / calls, 3) if calls else 0.0}
 
     def lookup(self, product: str) -> dict:
         try:
@@ -54,9 +60,12 @@ class WarehouseLink:
 
     def _send(self, orders: Sequence[Order]) -> list:
         self.calls += 1
+        self._orders += len(orders)
+        started = time.perf_counter()
         try:
             with rpc.translated("warehouse"):
                 rows = self._proxies.get().apply([o.to_row() for o in orders])
+            self._call_s += time.perf_counter() - started
         except Unavailable as exc:
             self._proxies.reset()                # reconnect (and re-resolve) next time
             return [exc] * len(orders)
@@ -100,8 +109,7 @@ class Trader:
         with self._lock:
             counts = dict(self._stats)
         return {"trader": self.index, "peer": self.peer_id, "mode": "sync",
-                **{k: counts.get(k, 0) for k in _STAT_KEYS},
-                "warehouse_calls": self._link.calls}
+                **{k: counts.get(k, 0) for k in _STAT_KEYS}, **self._link.stats()}
 
     @rpc.remote
     def ping(self) -> dict:

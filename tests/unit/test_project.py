@@ -1,0 +1,40 @@
+"""The project's promises about itself: the README's commands, CI, the layout."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _readme_commands() -> list[str]:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    return [line.strip() for line in lines if line.startswith("    python -m pip install")]
+
+
+def test_readme_has_two_quick_start_commands():
+    cmds = _readme_commands()
+    assert any("pyromarket.start" in c for c in cmds)
+    assert any("pytest" in c for c in cmds)
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    test_cmd = next(c for c in _readme_commands() if "pytest" in c)
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert test_cmd in ci_lines
+
+
+def test_top_level_layout_matches_the_design_card():
+    for name in ("README.md", "setup.cfg", "pyromarket", "nameserver", "conf", "tests",
+                 "bench", "writeup"):
+        assert (ROOT / name).exists(), name
+
+
+def test_only_rpc_imports_pyro5():
+    offenders = [p.name for p in (ROOT / "pyromarket").glob("*.py")
+                 if p.name != "rpc.py" and "import Pyro5" in p.read_text()
+                 or p.name != "rpc.py" and "from Pyro5" in p.read_text()]
+    assert offenders == []
+
+
+def test_every_module_says_what_it_owns():
+    for p in (ROOT / "pyromarket").glob("*.py"):
+        assert p.read_text().lstrip().startswith('"""'), p.name
