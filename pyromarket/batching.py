@@ -28,12 +28,31 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class _Signal:
+    """A one-shot signal on a bare lock: cheaper than threading.Event, which wraps a
+    pure-Python Condition (measured: hand-offs were a fifth of the trader's CPU)."""
+    __slots__ = ("_lock",)
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float = -1) -> bool:
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()       # stay set for any later wait()
+            return True
+        return False
+
+
 class _Slot:
     __slots__ = ("item", "done", "result", "lead")
 
     def __init__(self, item):
         self.item = item
-        self.done = threading.Event()   # set when the result is in, or when promoted to lead
+        self.done = _Signal()           # set when the result is in, or when promoted to lead
         self.result = None
         self.lead = False
 

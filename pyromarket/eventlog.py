@@ -41,6 +41,16 @@ class EventLog:
             if self._fh is not None:
                 self._fh.write(line)
 
+    def many(self, messages: list[str]) -> None:
+        """Several events of one instant (a committed batch): one stamp, one write."""
+        if not messages:
+            return
+        prefix = stamp(time.time()) + " "
+        text = "".join(prefix + m + "\n" for m in messages)
+        with self._lock:
+            if self._fh is not None:
+                self._fh.write(text)
+
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:

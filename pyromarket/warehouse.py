@@ -154,9 +154,9 @@ class Warehouse:
         """Count and log outcomes in the calling thread, after the commit has been handed
         on, so logging never lengthens the serial commit path."""
         counts: Counter[str] = Counter(orders=len(orders))
-        for order, res in zip(orders, results):
+        for res in results:
             counts.update(_outcome_counts(res))
-            self._log(_describe(order, res))
+        self._log.many([_describe(o, r) for o, r in zip(orders, results)])
         with self._stats_lock:
             self._stats.update(counts)
 

@@ -101,3 +101,13 @@ def test_event_log_writes_timestamped_lines(tmp_path):
     log.close()
     line = (tmp_path / "sub" / "trader-1.txt").read_text().splitlines()[0]
     assert line.endswith(" Trader 1 informed buyer 2 that no salt was available")
+
+
+def test_event_log_many_shares_one_stamp(tmp_path):
+    log = EventLog(str(tmp_path / "w.txt"))
+    log.many(["Warehouse shipped 1 salt to trader 1", "Warehouse stocked 2 fish from trader 2"])
+    log.many([])
+    log.close()
+    lines = (tmp_path / "w.txt").read_text().splitlines()
+    assert len(lines) == 2 and lines[0][:22] == lines[1][:22]
+    assert lines[1].endswith("Warehouse stocked 2 fish from trader 2")
