@@ -56,7 +56,7 @@ def _fresh(db_path: str) -> None:
 
 def summarize(market: Market, before: dict, elapsed_s: float) -> dict:
     """Figures for the trading window: what the warehouse shipped and each trader served."""
-    with market.warehouse() as w:
+    with rpc.translated("warehouse"), market.warehouse() as w:
         after, audit = w.stats(), w.audit()
     traders = {}
     for n, uri in sorted(market.traders().items()):
@@ -112,20 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(f"starting the market from {args.config}; logs in {market.run_dir}", flush=True)
         market.start()
-        print(f"elected traders: {sorted(market.traders())} (peers {sorted(market.trader_peers)}); "
-              f"trading" + (f" for {args.duration} s" if args.duration else " until Ctrl-C"),
-              flush=True)
-        with market.warehouse() as w:
-            before = w.stats()
-        started = time.monotonic()
-        try:
-            _trade(market, args.duration)
-        except KeyboardInterrupt:
-            print("\ninterrupted; stopping", flush=True)
-        elapsed = time.monotonic() - started
-        market.stop_clients()
-        print(format_summary(summarize(market, before, elapsed)), flush=True)
+        _run(market, args.duration)
     except (RuntimeError, TimeoutError, Unavailable) as exc:
+        crashed = market.crashed()
+        if crashed and "exited unexpectedly" not in str(exc):
+            exc = RuntimeError(f"market processes exited unexpectedly: {crashed} "
+                               f"(their output is in {market.run_dir}); then: {exc}")
         print(f"error: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
@@ -134,6 +126,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         market.stop()
     return code
+
+
+def _run(market: Market, duration: float | None) -> None:
+    """Trade for `duration` (or until Ctrl-C), then stop the clients and summarize."""
+    print(f"elected traders: {sorted(market.traders())} (peers {sorted(market.trader_peers)}); "
+          f"trading" + (f" for {duration} s" if duration else " until Ctrl-C"), flush=True)
+    with rpc.translated("warehouse"), market.warehouse() as w:
+        before = w.stats()
+    started = time.monotonic()
+    try:
+        _trade(market, duration)
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping", flush=True)
+    elapsed = time.monotonic() - started
+    market.stop_clients()
+    print(format_summary(summarize(market, before, elapsed)), flush=True)
 
 
 if __name__ == "__main__":

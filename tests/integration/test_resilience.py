@@ -1,0 +1,107 @@
+"""Requests survive an unresponsive trader; the launcher stops cleanly on Ctrl-C and on a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pyromarket.process import wait_until
+from tests.integration.conftest import assert_all_gone
+
+ROLES = ["buyer", "buyer", "seller", "buyer", "seller"]
+
+
+def _peer_stats(market) -> dict[int, dict]:
+    return {pid: s.get("stats", {}) for pid, s in market.statuses().items() if s["role"] != "trader"}
+
+
+def test_peers_retry_at_the_other_trader_with_the_same_id_when_one_hangs(start_market):
+    market = start_market(ROLES, 2, rpc={"call_timeout_s": 1.0, "warehouse_timeout_s": 0.5},
+                          buyers={"pace_s": 0.01, "max_qty": 2},
+                          sellers={"goods_per_period": 2, "period_s": 0.2})
+    hung = market.services[f"peer-{max(market.trader_peers)}"]     # hosts market.trader.2
+    hung.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: sum(s.get("retries", 0) for s in _peer_stats(market).values()) >= 2,
+                   30, "peers to notice the hung trader and retry")
+        before = sum(s.get("requests", 0) for s in _peer_stats(market).values())
+        wait_until(lambda: sum(s.get("requests", 0) for s in _peer_stats(market).values())
+                   >= before + 20, 30, "trading to go on through the other trader")
+    finally:
+        hung.signal(signal.SIGCONT)
+    market.stop_clients()
+    with sqlite3.connect(market.cfg.warehouse.db_path) as db:
+        ids = [r[0] for r in db.execute("SELECT request_id FROM ledger")]
+    assert len(ids) == len(set(ids)), "a retried request was applied twice"
+    logs = "".join(p.read_text() for p in Path(market.run_dir).glob("peer-*.txt"))
+    assert "retrying with the same request id" in logs
+    assert "abandoned" not in logs
+
+
+def _children(pid: int) -> dict[str, int]:
+    """{role: pid} of a launcher's children, from /proc."""
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        kids = [int(k) for k in fh.read().split()]
+    out = {}
+    for kid in kids:
+        with open(f"/proc/{kid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+        module = argv[argv.index(b"-m") + 1].decode() if b"-m" in argv else "?"
+        key = module + (":" + argv[argv.index(b"--id") + 1].decode() if b"--id" in argv else "")
+        out[key] = kid
+    return out
+
+
+def _launch(path, run_dir):
+    return subprocess.Popen([sys.executable, "-m", "pyromarket.start", "--config", path,
+                             "--run-dir", run_dir], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_trading(proc, deadline_s=60) -> str:
+    seen, end = "", time.monotonic() + deadline_s
+    while "trading" not in seen:
+        assert time.monotonic() < end, f"launcher never started trading: {seen}"
+        line = proc.stdout.readline()
+        assert line, f"launcher exited early: {proc.stderr.read()}"
+        seen += line
+    return seen
+
+
+def test_ctrl_c_prints_a_summary_and_stops_every_child(make_config, tmp_path):
+    _cfg, path = make_config(ROLES, 2)
+    proc = _launch(path, str(tmp_path / "run"))
+    try:
+        _wait_trading(proc)
+        kids = _children(proc.pid)
+        assert len(kids) == 1 + 1 + len(ROLES)          # name server, warehouse, peers
+        time.sleep(1.0)                                  # let some trading happen
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "interrupted; stopping" in out and "goods shipped:" in out
+    assert_all_gone(kids.values())
+
+
+def test_a_crashed_child_stops_the_market_with_an_error(make_config, tmp_path):
+    _cfg, path = make_config(ROLES, 2)
+    proc = _launch(path, str(tmp_path / "run"))
+    try:
+        _wait_trading(proc)
+        kids = _children(proc.pid)
+        os.kill(kids["pyromarket.warehouse"], signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1
+    assert "exited unexpectedly" in err and "warehouse" in err
+    assert_all_gone(kids.values())
