@@ -36,6 +36,8 @@ class TraderDirectory:
         self._ns = None
         self._proxies: dict[int, object] = {}
         self._refreshed_at = float("-inf")
+        self._suspect_until: dict[int, float] = {}   # trader n -> when to trust it again
+        self._quarantine_s = 2 * cfg.rpc.call_timeout_s
 
     def pick(self):
         """(n, proxy) of a random live trader; raises Unavailable if none is registered."""
@@ -61,12 +63,17 @@ class TraderDirectory:
             self._ns = None
             raise
         for n in set(self._proxies) - set(found):
-            self.forget(n)
-        for n, uri in found.items():
+            self.forget(n, suspect=False)
+        now = time.monotonic()
+        trusted = {n: uri for n, uri in found.items() if self._suspect_until.get(n, 0) <= now}
+        for n, uri in (trusted or found).items():     # all suspect: try them anyway
             if n not in self._proxies:
                 self._proxies[n] = rpc.proxy(uri, self._cfg.rpc.call_timeout_s)
 
-    def forget(self, n: int) -> None:
+    def forget(self, n: int, suspect: bool = True) -> None:
+        """Drop trader n's proxy; if it failed (`suspect`), avoid it for a while."""
+        if suspect:
+            self._suspect_until[n] = time.monotonic() + self._quarantine_s
         p = self._proxies.pop(n, None)
         if p is not None:
             with contextlib.suppress(Exception):

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import config, rpc
 from .errors import Unavailable
-from .process import Service, python_module, wait_until
+from .process import Service, python_module, stop_all, wait_until
 
 __all__ = ["Market"]
 
@@ -56,19 +56,21 @@ class Market:
         return self
 
     def stop(self) -> None:
-        """Stop everything this Market started, peers first. Safe to call twice."""
+        """Stop everything this Market started, in phases: buyers and sellers (so their
+        in-flight requests finish), traders, warehouse, name server. Safe to call twice."""
         traders = {f"peer-{pid}" for pid in self.trader_peers}
-        order = sorted(self.services, key=lambda n: (n in traders, n == "warehouse",
-                                                     n == "nameserver"))
-        for name in order:
-            self.services[name].stop()
+        phases = [[s for n, s in self.services.items() if n.startswith("peer-") and n not in traders],
+                  [s for n, s in self.services.items() if n in traders],
+                  [s for n, s in self.services.items() if n == "warehouse"],
+                  [s for n, s in self.services.items() if n == "nameserver"]]
+        for phase in phases:
+            stop_all(phase)
         self._drop_ns()
 
     def stop_clients(self) -> None:
         """Stop the buyers and sellers (they finish their in-flight requests); keep the rest."""
-        for name, service in self.services.items():
-            if name.startswith("peer-") and int(name[5:]) not in self.trader_peers:
-                service.stop()
+        stop_all([s for n, s in self.services.items()
+                  if n.startswith("peer-") and int(n[5:]) not in self.trader_peers])
 
     def start_warehouse(self) -> Service:
         return self._spawn("warehouse", "pyromarket.warehouse", [], ready=self._warehouse_answers)
@@ -107,11 +109,14 @@ class Market:
         p = self.cfg.peer(peer_id)
         return rpc.proxy(rpc.peer_uri(p.host, p.port), timeout_s)
 
-    def statuses(self) -> dict[int, dict]:
+    def statuses(self, ids=None, timeout_s: float = 5.0) -> dict[int, dict]:
+        """{peer id: status()} of the peers that answer (all, or those in `ids`)."""
         out = {}
         for p in self.cfg.peers:
+            if ids is not None and p.id not in ids:
+                continue
             with contextlib.suppress(Unavailable), rpc.translated(f"peer {p.id}"):
-                with self.peer(p.id) as proxy:
+                with self.peer(p.id, timeout_s) as proxy:
                     out[p.id] = proxy.status()
         return out
 

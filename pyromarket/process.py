@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Callable, Sequence
 
-__all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module"]
+__all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "stop_all"]
 
 _LIVE: "set[Service]" = set()
 
@@ -133,7 +133,7 @@ class Service:
         if self.running:
             self.signal(signal.SIGCONT)      # a stopped process cannot handle SIGTERM
             self.signal(signal.SIGTERM)
-            if self.wait(grace_s) is None:
+            if not grace_s or self.wait(grace_s) is None:
                 self.signal(signal.SIGKILL)
                 self.wait(5.0)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -142,7 +142,20 @@ class Service:
         return self.proc.returncode
 
 
+def stop_all(services: "list[Service]", grace_s: float = 5.0) -> None:
+    """Stop several services at once: SIGTERM to all, one shared grace period, then
+    SIGKILL to whatever is left."""
+    for service in services:
+        if service.running:
+            service.signal(signal.SIGCONT)
+            service.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for service in services:
+        service.wait(max(0.0, deadline - time.monotonic()))
+    for service in services:
+        service.stop(grace_s=0.0)
+
+
 @atexit.register
 def _stop_leftovers() -> None:
-    for service in list(_LIVE):
-        service.stop(grace_s=2.0)
+    stop_all(list(_LIVE), grace_s=2.0)

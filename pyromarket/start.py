@@ -19,6 +19,7 @@ from typing import Sequence
 from . import config, rpc
 from .errors import ConfigError, Unavailable
 from .market import Market
+from .process import wait_until
 
 __all__ = ["main", "summarize", "format_summary"]
 
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         market.start()
         _run(market, args.duration)
     except (RuntimeError, TimeoutError, Unavailable) as exc:
-        crashed = market.crashed()
+        crashed = _crashed_soon(market)
         if crashed and "exited unexpectedly" not in str(exc):
             exc = RuntimeError(f"market processes exited unexpectedly: {crashed} "
                                f"(their output is in {market.run_dir}); then: {exc}")
@@ -126,6 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         market.stop()
     return code
+
+
+def _crashed_soon(market: Market, within_s: float = 1.0) -> list[str]:
+    """Children that exited. A dead child's connections reset a moment before the
+    process can be reaped, so look for up to `within_s`."""
+    with contextlib.suppress(TimeoutError):
+        wait_until(market.crashed, within_s, "a crashed child")
+    return market.crashed()
 
 
 def _run(market: Market, duration: float | None) -> None:
