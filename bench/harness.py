@@ -4,13 +4,11 @@ result folders (CSV + the exact config + git commit + a machine note) and progre
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,23 +19,10 @@ import yaml
 
 from pyromarket import config, rpc
 from pyromarket.market import Market
-from pyromarket.process import Service, python_module, wait_until
+from pyromarket.process import Service, free_ports, python_module
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def results_dir(experiment: str) -> Path:

@@ -23,13 +23,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["Send", "RingElection", "trader_index"]
+__all__ = ["Send", "RingElection", "trader_index", "check_message"]
 
 
 @dataclass(frozen=True)
 class Send:
     to: int
     message: dict
+
+
+_SHAPES = {
+    "election": {"type": str, "round": int, "initiator": int, "alive": list},
+    "coordinator": {"type": str, "initiator": int, "traders": list, "direct": bool},
+}
+
+
+def check_message(msg: object) -> dict:
+    """Return `msg` if it is a well-formed election message, else raise ValueError.
+    Messages arrive from the network, so the state machine never sees a bad one."""
+    if not isinstance(msg, dict) or msg.get("type") not in _SHAPES:
+        raise ValueError("not an election message")
+    shape = _SHAPES[msg["type"]]
+    if set(msg) != set(shape):
+        raise ValueError(f"{msg['type']} message needs exactly the keys {sorted(shape)}")
+    for key, kind in shape.items():
+        if not isinstance(msg[key], kind) or (kind is int and isinstance(msg[key], bool)):
+            raise ValueError(f"{msg['type']} message: {key} must be {kind.__name__}")
+    ids = msg.get("alive", msg.get("traders"))
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ValueError(f"{msg['type']} message: peer ids must be ints")
+    return msg
 
 
 def trader_index(traders: Sequence[int], peer_id: int) -> int:

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from . import config, rpc, runtime
 from .client import Trading
-from .election import RingElection, Send, trader_index
+from .election import RingElection, Send, check_message, trader_index
 from .errors import InvalidRequest, MarketError, Unavailable
 from .eventlog import EventLog
 from .trader import Trader, WarehouseLink
@@ -39,6 +39,10 @@ class ElectionDriver:
         self.inbox: queue.Queue[dict] = queue.Queue()
         self.decided = threading.Event()
         self._uris = {p.id: rpc.peer_uri(p.host, p.port) for p in cfg.peers}
+
+    @property
+    def traders(self) -> tuple[int, ...] | None:
+        return self.machine.traders
 
     def run(self, stop: threading.Event) -> None:
         """Wait for the other peers, elect, then keep answering late joiners."""
@@ -95,16 +99,21 @@ class PeerNode:
         self.trader_index: int | None = None
         self.trading: Trading | None = None
 
+    @property
+    def traders(self) -> tuple[int, ...] | None:
+        return self._driver.traders
+
     @rpc.remote
     def election_message(self, message: dict) -> bool:
-        if not isinstance(message, dict) or message.get("type") not in ("election", "coordinator"):
-            raise InvalidRequest("not an election message")
-        self._driver.inbox.put(message)
+        try:
+            self._driver.inbox.put(check_message(message))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
         return True
 
     @rpc.remote
     def status(self) -> dict:
-        traders = self._driver.machine.traders
+        traders = self._driver.traders
         role = "trader" if self.trader_index else self.me.role
         out = {"id": self.me.id, "role": role, "configured_role": self.me.role,
                "decided": traders is not None, "traders": list(traders or ()),
@@ -121,7 +130,7 @@ class PeerNode:
 
 def _become_trader(node: PeerNode, cfg: config.MarketConfig, server: rpc.Server,
                    log: EventLog, run_dir: str | None, stop: threading.Event):
-    index = trader_index(node._driver.machine.traders, node.me.id)
+    index = trader_index(node.traders, node.me.id)
     trader_log = runtime.open_log(run_dir, cfg, f"trader-{index}")
     ns_addr = f"{cfg.nameserver.host}:{cfg.nameserver.port}"
     link = WarehouseLink(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{ns_addr}", cfg.rpc.warehouse_timeout_s,
@@ -159,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         if stop.is_set():
             return 0
-        if me.id in driver.machine.traders:
+        if me.id in driver.traders:
             ns, link, trader_log = _become_trader(node, cfg, server, log, args.run_dir, stop)
             stop.wait()
         else:

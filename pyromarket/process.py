@@ -14,12 +14,14 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from typing import Callable, Sequence
 
-__all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "stop_all"]
+__all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "stop_all",
+           "free_ports"]
 
 _LIVE: "set[Service]" = set()
 
@@ -42,6 +44,20 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str,
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout_s:.1f} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct ports that were free a moment ago (bound together, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -1,11 +1,14 @@
-"""Test helpers shared by unit and integration tests: config dicts and free ports."""
+"""Test helpers shared by unit and integration tests: config dicts (and free ports)."""
 
 from __future__ import annotations
 
 import copy
-import socket
 
 import yaml
+
+from pyromarket.process import free_ports
+
+__all__ = ["BASE", "config_dict", "write_config", "free_ports"]
 
 BASE = {
     "nameserver": {"host": "127.0.0.1", "port": 0},
@@ -22,20 +25,6 @@ BASE = {
     "election": {"startup_timeout_s": 10.0, "message_timeout_s": 1.0},
     "logs": {"dir": "logs"},
 }
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports that were free a moment ago (bound together, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def config_dict(roles: list[str], n_traders: int = 2, ports: list[int] | None = None,

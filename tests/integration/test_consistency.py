@@ -96,6 +96,12 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
         assert w.inventory() == before
         assert w.ledger(0, 100) == []
         assert t.buy("salt", 1)["outcome"] == "shipped"   # the connection still works
+    with market.peer(1) as peer:
+        for bad in ({"type": "election"}, "hello", {"type": "coordinator", "initiator": 1,
+                                                    "traders": ["x"], "direct": False}):
+            with pytest.raises(InvalidRequest):
+                peer.election_message(bad)
+        assert peer.status()["decided"] is True           # its election thread is unharmed
 
 
 def test_quiet_market_is_driven_from_a_repl_style_session(start_market):

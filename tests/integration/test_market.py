@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from pyromarket import rpc
 from pyromarket.process import Service, wait_until
-from tests.helpers import free_ports
 from tests.integration.conftest import assert_all_gone
 
 ROLES = ["buyer", "buyer", "seller", "buyer", "seller"]

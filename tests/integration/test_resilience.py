@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -59,12 +60,6 @@ def _children(pid: int) -> dict[str, int]:
     return out
 
 
-def _launch(path, run_dir):
-    return subprocess.Popen([sys.executable, "-m", "pyromarket.start", "--config", path,
-                             "--run-dir", run_dir], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
 def _wait_trading(proc, deadline_s=60) -> str:
     seen, end = "", time.monotonic() + deadline_s
     while "trading" not in seen:
@@ -75,35 +70,38 @@ def _wait_trading(proc, deadline_s=60) -> str:
     return seen
 
 
-def test_ctrl_c_prints_a_summary_and_stops_every_child(make_config, tmp_path):
+@contextlib.contextmanager
+def trading_launcher(make_config, tmp_path):
+    """A launcher run as a user would, once it is trading: yields (process, children)."""
     _cfg, path = make_config(ROLES, 2)
-    proc = _launch(path, str(tmp_path / "run"))
+    proc = subprocess.Popen([sys.executable, "-m", "pyromarket.start", "--config", path,
+                             "--run-dir", str(tmp_path / "run")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         _wait_trading(proc)
-        kids = _children(proc.pid)
-        assert len(kids) == 1 + 1 + len(ROLES)          # name server, warehouse, peers
-        time.sleep(1.0)                                  # let some trading happen
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        yield proc, _children(proc.pid)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_ctrl_c_prints_a_summary_and_stops_every_child(make_config, tmp_path):
+    with trading_launcher(make_config, tmp_path) as (proc, kids):
+        assert len(kids) == 1 + 1 + len(ROLES)          # name server, warehouse, peers
+        wait_until(lambda: "shipped" in (tmp_path / "run" / "warehouse.txt").read_text(), 30,
+                   "the first shipment")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "interrupted; stopping" in out and "goods shipped:" in out
     assert_all_gone(kids.values())
 
 
 def test_a_crashed_child_stops_the_market_with_an_error(make_config, tmp_path):
-    _cfg, path = make_config(ROLES, 2)
-    proc = _launch(path, str(tmp_path / "run"))
-    try:
-        _wait_trading(proc)
-        kids = _children(proc.pid)
+    with trading_launcher(make_config, tmp_path) as (proc, kids):
         os.kill(kids["pyromarket.warehouse"], signal.SIGKILL)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "exited unexpectedly" in err and "warehouse" in err
     assert_all_gone(kids.values())

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from pyromarket.election import RingElection, trader_index
+from pyromarket.election import RingElection, check_message, trader_index
 
 
 class Net:
@@ -135,3 +135,22 @@ def test_trader_index_numbers_from_one_by_id():
 def test_unknown_message_type_is_refused():
     with pytest.raises(ValueError):
         RingElection(1, [1], 1).on_message({"type": "hello"})
+
+
+@pytest.mark.parametrize("bad", [
+    "election", {"type": "hello"}, {"type": "election", "round": 0, "initiator": 1},
+    {"type": "election", "round": "0", "initiator": 1, "alive": [1]},
+    {"type": "election", "round": 0, "initiator": True, "alive": [1]},
+    {"type": "election", "round": 0, "initiator": 1, "alive": ["x"]},
+    {"type": "coordinator", "initiator": 1, "traders": [2], "direct": "yes"},
+    {"type": "coordinator", "initiator": 1, "traders": [2], "direct": False, "extra": 1},
+])
+def test_malformed_messages_are_refused(bad):
+    with pytest.raises(ValueError):
+        check_message(bad)
+
+
+def test_well_formed_messages_pass():
+    node = RingElection(1, [1, 2], 1)
+    [send] = node.start()
+    assert check_message(send.message) is send.message
