@@ -139,10 +139,10 @@ def _crashed_soon(market: Market, within_s: float = 1.0) -> list[str]:
 
 def _run(market: Market, duration: float | None) -> None:
     """Trade for `duration` (or until Ctrl-C), then stop the clients and summarize."""
-    print(f"elected traders: {sorted(market.traders())} (peers {sorted(market.trader_peers)}); "
-          f"trading" + (f" for {duration} s" if duration else " until Ctrl-C"), flush=True)
     with rpc.translated("warehouse"), market.warehouse() as w:
         before = w.stats()
+    print(f"elected traders: {sorted(market.traders())} (peers {sorted(market.trader_peers)}); "
+          f"trading" + (f" for {duration} s" if duration else " until Ctrl-C"), flush=True)
     started = time.monotonic()
     try:
         _trade(market, duration)
