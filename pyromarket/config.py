@@ -21,7 +21,7 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
-    "Endpoint", "WarehouseConfig", "PeerConfig", "TraderConfig", "BuyerConfig",
+    "Endpoint", "WarehouseConfig", "PeerConfig", "TraderConfig", "CacheConfig", "BuyerConfig",
     "SellerConfig", "RpcConfig", "ElectionConfig", "LogConfig", "MarketConfig",
     "load", "from_dict", "DEFAULT_PATH",
 ]
@@ -63,6 +63,12 @@ class TraderConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    ttl_s: float                # how long a trader trusts a cache entry before revalidating
+    reserve_on_forward: bool    # take a forwarded buy off the cached stock at once
+
+
+@dataclass(frozen=True)
 class BuyerConfig:
     pace_s: float               # pause between buys; 0 = as fast as replies come
     max_qty: int                # each buy asks for 1..max_qty
@@ -100,6 +106,7 @@ class MarketConfig:
     products: tuple[str, ...]
     max_quantity: int
     traders: TraderConfig
+    cache: CacheConfig
     peers: tuple[PeerConfig, ...]
     buyers: BuyerConfig
     sellers: SellerConfig
@@ -170,6 +177,7 @@ def _validate_numbers(cfg: MarketConfig) -> None:
         ("warehouse.synchronous", cfg.warehouse.synchronous in SYNC_LEVELS,
          f"must be one of {SYNC_LEVELS}"),
         ("warehouse.batch_max", cfg.warehouse.batch_max >= 1, "must be >= 1"),
+        ("cache.ttl_s", cfg.cache.ttl_s > 0, "must be > 0"),
         ("max_quantity", cfg.max_quantity >= 1, "must be >= 1"),
         ("buyers.pace_s", cfg.buyers.pace_s >= 0, "must be >= 0"),
         ("buyers.max_qty", 1 <= cfg.buyers.max_qty <= cfg.max_quantity,

@@ -14,7 +14,7 @@ import os
 import threading
 from typing import Any
 
-from . import config, rpc
+from . import audit, config, rpc
 from .errors import Unavailable
 from .process import Service, python_module, stop_all, wait_until
 
@@ -27,6 +27,7 @@ class Market:
         self.services: dict[str, Service] = {}
         self.own_nameserver = False
         self.trader_peers: set[int] = set()     # peer ids elected as traders
+        self.baseline: dict | None = None       # warehouse state before any peer ran
         self._local = threading.local()         # one name-server proxy per thread
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -44,6 +45,7 @@ class Market:
             self._ensure_nameserver()
             self._clear_names()
             self.start_warehouse()
+            self.baseline = self._snapshot()
             peers = [self._spawn(f"peer-{p.id}", "pyromarket.peer", ["--id", str(p.id)],
                                  ready=lambda p=p: self._peer_answers(p), wait=False)
                      for p in self.cfg.peers]
@@ -120,6 +122,23 @@ class Market:
                     out[p.id] = proxy.status()
         return out
 
+    def accuracy(self) -> dict:
+        """Over-sells and *actual* under-sells since start(), each as % of buy requests.
+        Under-sells are decided against the ledger's stock at each denial's instant."""
+        stats, denials = {}, []
+        for n, uri in sorted(self.traders().items()):
+            with rpc.translated(f"trader {n}"), rpc.proxy(uri, 10.0) as t:
+                stats[n] = t.stats()
+                denials += _paged(t.denials)
+        with rpc.translated("warehouse"), self.warehouse() as w:
+            rows = _paged(w.ledger, start=self.baseline["last_seq"], cursor=lambda r: r["seq"])
+        seed = {p: e["stock"] for p, e in self.baseline["inventory"].items()}
+        under = audit.actual_undersells(denials, audit.StockTimeline(seed, rows))
+        out = audit.rates(sum(s["buys"] for s in stats.values()),
+                          sum(s["oversells"] for s in stats.values()), under)
+        out["local_denials"] = len(denials)
+        return out
+
     def crashed(self) -> list[str]:
         """Names of children that exited while they should be running."""
         return [n for n, s in self.services.items() if s.proc and not s.running]
@@ -134,6 +153,10 @@ class Market:
         service = Service(name, argv, ready, output_path=os.path.join(self.run_dir, f"{name}.out"))
         self.services[name] = service
         return service.start() if wait else service.launch()
+
+    def _snapshot(self) -> dict:
+        with rpc.translated("warehouse"), self.warehouse() as w:
+            return {"last_seq": w.stats()["last_seq"], "inventory": w.inventory()}
 
     def _ensure_nameserver(self) -> None:
         if self._nameserver_answers():
@@ -183,3 +206,15 @@ class Market:
             return False
         self.trader_peers = {pid for pid, s in statuses.items() if s["role"] == "trader"}
         return True
+
+
+def _paged(fetch, start: int = 0, page: int = 10_000, cursor=None) -> list:
+    """Every item of a paginated remote listing. `cursor(item)` gives the next start
+    (ledger seq numbers); without it the start is a plain index."""
+    items: list = []
+    while True:
+        chunk = fetch(start, page)
+        items += chunk
+        if len(chunk) < page:
+            return items
+        start = cursor(chunk[-1]) if cursor else start + len(chunk)

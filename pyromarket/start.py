@@ -65,7 +65,8 @@ def summarize(market: Market, before: dict, elapsed_s: float) -> dict:
             with rpc.proxy(uri, 5.0) as t:
                 traders[n] = t.stats()
     shipped = after["shipped_units"] - before["shipped_units"]
-    return {"elapsed_s": elapsed_s, "goods_shipped": shipped,
+    return {"elapsed_s": elapsed_s, "goods_shipped": shipped, "accuracy": market.accuracy(),
+            "mode": market.cfg.traders.mode,
             "shipped_per_s": shipped / elapsed_s if elapsed_s > 0 else 0.0,
             "goods_stocked": after["stocked_units"] - before["stocked_units"],
             "orders_per_commit": after["orders_per_commit"], "traders": traders,
@@ -79,9 +80,13 @@ def format_summary(s: dict) -> str:
              f"goods stocked: {s['goods_stocked']}",
              f"warehouse orders per commit: {s['orders_per_commit']}"]
     for n, t in s["traders"].items():
-        lines.append(f"trader {n} (peer {t['peer']}): {t['requests']} requests "
+        lines.append(f"trader {n} (peer {t['peer']}, {t['mode']}): {t['requests']} requests "
                      f"({t['buys']} buys, {t['sells']} sells; {t['shipped']} shipped, "
-                     f"{t['unavailable']} unavailable)")
+                     f"{t['unavailable']} unavailable, {t['local_denials']} denied from cache)")
+    a = s["accuracy"]
+    lines.append(f"over-sells: {a['oversells']} ({a['oversell_pct']:.2f}% of {a['buy_requests']} "
+                 f"buy requests); actual under-sells: {a['undersells']} "
+                 f"({a['undersell_pct']:.2f}%, from the ledger)")
     lines.append("conservation per product: " + ("ok" if s["conservation_ok"] else "VIOLATED"))
     lines.append(f"logs: {s['run_dir']}")
     return "\n".join(lines)

@@ -1,8 +1,8 @@
 """The trader role: the exposed Trader object that a peer hosts once it is elected.
 
-A trader takes buys and sells from peers and forwards them to the warehouse. In
-cache-less (`sync`) mode every order goes to the warehouse and its outcome goes back
-to the peer. Orders reach the warehouse through a `WarehouseLink`: while one `apply`
+A trader takes buys and sells from peers and decides them with an inventory strategy
+(inventory.py): in cache-less `sync` mode every order goes to the warehouse; in
+`cached` mode a TTL cache of stock and versions lets it deny some buys locally. Orders reach the warehouse through a `WarehouseLink`: while one `apply`
 call is in flight, orders from other peers queue, and the next call carries them all
 (batching.Batcher). Each trader thread uses its own warehouse proxy. A forward that fails is
 retried with the same request_id until the trader's budget (rpc.warehouse_timeout_s)
@@ -23,9 +23,11 @@ from .batching import Batcher
 from .errors import InvalidRequest, MarketError, Unavailable, from_wire
 from .eventlog import EventLog
 from .orders import Order, check, check_product, new_request_id
+from .cache import InventoryCache
+from .inventory import CachedInventory, SyncInventory
 from .store import SHIPPED, STOCKED
 
-__all__ = ["Trader", "WarehouseLink"]
+__all__ = ["Trader", "WarehouseLink", "make_inventory", "STAT_KEYS"]
 
 
 class WarehouseLink:
@@ -47,9 +49,15 @@ class WarehouseLink:
                 "warehouse_call_ms": round(1000 * self._call_s / calls, 3) if calls else 0.0}
 
     def lookup(self, product: str) -> dict:
+        return self._call("lookup", product)
+
+    def revalidate(self, versions: dict) -> dict[str, tuple[int, int]]:
+        return {p: (s, v) for p, (s, v) in self._call("revalidate", dict(versions)).items()}
+
+    def _call(self, method: str, *args):
         try:
-            with rpc.translated("warehouse lookup"):
-                return self._proxies.get().lookup(product)
+            with rpc.translated(f"warehouse {method}"):
+                return getattr(self._proxies.get(), method)(*args)
         except Unavailable:
             self._proxies.reset()
             raise
@@ -72,9 +80,18 @@ class WarehouseLink:
         return [_from_row(o, r) for o, r in zip(orders, rows)]
 
 
+def make_inventory(cfg: config.MarketConfig, forward, link: WarehouseLink):
+    """The inventory strategy the config's traders.mode asks for."""
+    if cfg.traders.mode == "sync":
+        return SyncInventory(forward, link.lookup)
+    cache = InventoryCache(cfg.products, cfg.cache.ttl_s)
+    return CachedInventory(forward, link.revalidate, cache, cfg.cache.reserve_on_forward,
+                           cfg.rpc.warehouse_timeout_s)
+
+
 @rpc.expose
 class Trader:
-    """The remote surface peers and people use: buy, sell, lookup, stats, ping."""
+    """The remote surface peers and people use: buy, sell, lookup, stats, denials, ping."""
 
     def __init__(self, index: int, peer_id: int, cfg: config.MarketConfig,
                  link: WarehouseLink, log: EventLog):
@@ -84,6 +101,7 @@ class Trader:
         self._budget_s = cfg.rpc.warehouse_timeout_s
         self._backoff_s = cfg.rpc.retry_backoff_s
         self._link, self._log = link, log
+        self._inventory = make_inventory(cfg, self._forward, link)
         self._stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._name = f"Trader {index}"
@@ -102,14 +120,26 @@ class Trader:
 
     @rpc.remote
     def lookup(self, product: str) -> dict:
-        return self._link.lookup(check_product(product, self._products))
+        """The stock of `product`: from the cache while fresh (cached mode), else the warehouse."""
+        return self._inventory.lookup(check_product(product, self._products))
 
     @rpc.remote
     def stats(self) -> dict:
         with self._lock:
             counts = dict(self._stats)
-        return {"trader": self.index, "peer": self.peer_id, "mode": "sync",
-                **{k: counts.get(k, 0) for k in _STAT_KEYS}, **self._link.stats()}
+        counts.update(self._inventory.snapshot())
+        return {"trader": self.index, "peer": self.peer_id, "mode": self._inventory.mode,
+                **{k: counts.get(k, 0) for k in STAT_KEYS}, **self._link.stats()}
+
+    @rpc.remote
+    def denials(self, since: int = 0, limit: int = 10_000) -> list:
+        """Local denials as [wall time, product, qty], from index `since` (cached mode)."""
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in (since, limit)):
+            raise InvalidRequest("since and limit must be non-negative ints")
+        if not isinstance(self._inventory, CachedInventory):
+            return []
+        return [list(d) for d in self._inventory.denials_since(since, min(limit, 100_000))]
 
     @rpc.remote
     def ping(self) -> dict:
@@ -128,12 +158,18 @@ class Trader:
             self._log(f"{self._name} refused a {kind} request from {who}: {exc}")
             raise
         self._count(requests=1, **{f"{kind}s": 1})
-        reply = self._forward(order, who)
+        try:
+            reply = self._inventory.buy(order) if kind == "buy" else self._inventory.sell(order)
+        except Unavailable as exc:
+            self._count(failed=1)
+            self._log(f"{self._name} could not serve {who}'s request {rid}: {exc}")
+            raise
         self._count(**{reply["outcome"]: 1})
         self._log(_informed(self._name, who, order, reply))
         return {**reply, "trader": self.index}
 
-    def _forward(self, order: Order, who: str) -> dict:
+    def _forward(self, order: Order) -> dict:
+        """The warehouse's reply, retrying with backoff within the trader's budget."""
         deadline = time.monotonic() + self._budget_s
         for delay in runtime.backoff_delays(self._backoff_s):
             remaining = deadline - time.monotonic()
@@ -141,10 +177,7 @@ class Trader:
                 return self._link.submit(order, max(remaining, 0.001))
             except Unavailable as exc:
                 if time.monotonic() + delay >= deadline:
-                    self._count(failed=1)
-                    self._log(f"{self._name} could not reach the warehouse for {who}'s request "
-                              f"{order.request_id}: {exc}")
-                    raise Unavailable(f"{self._name}: warehouse unavailable; retry "
+                    raise Unavailable(f"warehouse unavailable ({exc}); retry "
                                       f"{order.request_id}") from None
                 time.sleep(delay)
         raise AssertionError("unreachable")
@@ -164,8 +197,9 @@ def _from_row(order: Order, row: list) -> dict | MarketError:
             "replayed": replayed}
 
 
-_STAT_KEYS = ("requests", "buys", "sells", "shipped", "unavailable", "stocked",
-              "refused", "failed")
+STAT_KEYS = ("requests", "buys", "sells", "shipped", "unavailable", "stocked", "refused",
+             "failed", "local_denials", "forwarded_buys", "oversells", "revalidations",
+             "revalidations_unchanged", "cache_hits", "cache_misses")
 
 
 def _client_label(client: Any) -> str:
@@ -182,4 +216,7 @@ def _informed(name: str, who: str, order: Order, reply: dict) -> str:
         return f"{name} informed {who} that {order.qty} {order.product} {verb} shipped"
     if reply["outcome"] == STOCKED:
         return f"{name} informed {who} that {order.qty} {order.product} {verb} stocked in the warehouse"
+    if reply.get("local"):
+        return (f"{name} informed {who} that no {order.product} was available "
+                f"({order.qty} asked; its cache shows {reply['stock']})")
     return f"{name} informed {who} that no {order.product} was available ({order.qty} asked)"

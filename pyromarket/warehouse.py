@@ -82,6 +82,22 @@ class Warehouse:
         return self._single("sell", product, qty, request_id)
 
     @rpc.remote
+    def revalidate(self, versions: dict) -> dict:
+        """ETag/304 for caches: `{product: version held}` in; out, `{product: [stock,
+        version]}` for only the products whose version differs. Cheap: no SQL."""
+        if not isinstance(versions, dict):
+            raise InvalidRequest("versions must be a dict of product -> int")
+        for product, held in versions.items():
+            check_product(product, self._products)
+            if not isinstance(held, int) or isinstance(held, bool):
+                raise InvalidRequest(f"version of {product!r} must be an int")
+        current = self._store.inventory()
+        with self._stats_lock:
+            self._stats["revalidations"] += 1
+        return {p: [current[p]["stock"], current[p]["version"]]
+                for p, held in versions.items() if current[p]["version"] != held}
+
+    @rpc.remote
     def lookup(self, product: str) -> dict:
         return self._store.lookup(check_product(product, self._products))
 
@@ -162,7 +178,7 @@ class Warehouse:
 
 
 _STAT_KEYS = ("orders", "batches", "shipped", "shipped_units", "stocked", "stocked_units",
-              "rejected", "replayed", "refused")
+              "rejected", "replayed", "refused", "revalidations")
 
 
 def _outcome_counts(res: Any) -> dict[str, int]:

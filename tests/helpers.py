@@ -17,6 +17,7 @@ BASE = {
     "products": ["salt", "fish", "boar"],
     "max_quantity": 100,
     "traders": {"count": 2, "mode": "sync"},
+    "cache": {"ttl_s": 0.5, "reserve_on_forward": True},
     "peers": [],
     "buyers": {"pace_s": 0.0, "max_qty": 3},
     "sellers": {"goods_per_period": 2, "period_s": 0.5},
