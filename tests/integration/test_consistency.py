@@ -20,8 +20,10 @@ from pyromarket.process import wait_until
 QUIET = ["buyer", "seller"]          # with N_t = 2 every peer is a trader: a quiet market
 
 
-def test_eight_client_processes_race_for_100_units_through_both_traders(start_market):
-    market = start_market(QUIET, 2, warehouse={"initial_stock": {"salt": 100, "fish": 0, "boar": 0}})
+@pytest.mark.parametrize("mode", ["sync", "cached"])
+def test_eight_client_processes_race_for_100_units_through_both_traders(start_market, mode):
+    market = start_market(QUIET, 2, warehouse={"initial_stock": {"salt": 100, "fish": 0, "boar": 0}},
+                          traders={"mode": mode})
     port = market.cfg.nameserver.port
     procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.buy_client",
                                "--ns-port", str(port), "--product", "salt", "--tag", f"c{i}"],
@@ -93,6 +95,14 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
             ["error", "UnknownProduct"]]
         with pytest.raises(InvalidRequest):
             w.apply("not a list")
+        for bad in ("salt", {"salt": "1"}, {"salt": 1.5}, [("salt", 1)]):
+            with pytest.raises(InvalidRequest):
+                w.revalidate(bad)
+        with pytest.raises(UnknownProduct):
+            w.revalidate({"gold": 1})
+        for args in ((-1, 5), ("0", 5), (0, 2.5)):
+            with pytest.raises(InvalidRequest):
+                t.denials(*args)
         assert w.inventory() == before
         assert w.ledger(0, 100) == []
         assert t.buy("salt", 1)["outcome"] == "shipped"   # the connection still works
@@ -104,20 +114,24 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
         assert peer.status()["decided"] is True           # its election thread is unharmed
 
 
-def test_quiet_market_is_driven_from_a_repl_style_session(start_market):
-    market = start_market(QUIET, 2)
+@pytest.mark.parametrize("mode", ["sync", "cached"])
+def test_quiet_market_is_driven_from_a_repl_style_session(start_market, mode):
+    market = start_market(QUIET, 2, traders={"mode": mode})
     ns = market.cfg.nameserver
     with rpc.proxy(f"PYRONAME:market.trader.1@{ns.host}:{ns.port}", 5) as trader, \
             rpc.proxy(f"PYRONAME:market.warehouse@{ns.host}:{ns.port}", 5) as warehouse:
-        assert trader.lookup("boar") == {"product": "boar", "stock": 10, "version": 0}
+        looked = trader.lookup("boar")
+        assert (looked["stock"], looked["version"]) == (10, 0)
         assert trader.sell("boar", 5)["outcome"] == "stocked"
         reply = trader.buy("boar", 15)
         assert (reply["outcome"], reply["stock"], reply["trader"]) == ("shipped", 0, 1)
         assert trader.buy("boar", 1)["outcome"] == "unavailable"
         assert warehouse.inventory()["boar"] == {"stock": 0, "version": 2}
         stats = trader.stats()
+        assert stats["mode"] == mode
         assert (stats["requests"], stats["buys"], stats["sells"], stats["shipped"],
                 stats["unavailable"]) == (4 - 1, 2, 1, 1, 1)
+        assert stats["local_denials"] == (1 if mode == "cached" else 0)
         assert warehouse.stats()["shipped_units"] == 15
         assert all(e["ok"] for e in warehouse.audit().values())
 

@@ -1,0 +1,135 @@
+"""The two inventory strategies and the under-sell audit, with fakes: no sockets."""
+
+import pytest
+
+from pyromarket.audit import StockTimeline, actual_undersells, rates
+from pyromarket.cache import InventoryCache
+from pyromarket.inventory import CachedInventory, SyncInventory
+from pyromarket.orders import Order
+
+
+class FakeWarehouse:
+    def __init__(self, **stock):
+        self.stock = {p: [s, 1] for p, s in stock.items()}
+        self.orders = []
+
+    def forward(self, order):
+        self.orders.append(order)
+        stock, version = self.stock[order.product]
+        if order.kind == "sell":
+            stock, version, outcome = stock + order.qty, version + 1, "stocked"
+        elif stock >= order.qty:
+            stock, version, outcome = stock - order.qty, version + 1, "shipped"
+        else:
+            outcome = "unavailable"
+        self.stock[order.product] = [stock, version]
+        return {"outcome": outcome, "product": order.product, "qty": order.qty,
+                "request_id": order.request_id, "stock": stock, "version": version,
+                "replayed": False}
+
+    def fetch(self, held):
+        return {p: tuple(sv) for p, sv in self.stock.items() if held.get(p) != sv[1]}
+
+
+def buy(rid, qty=1, product="salt"):
+    return Order("buy", product, qty, rid)
+
+
+def cached(wh, reserve=True, now=lambda: 0.0, ttl=10.0):
+    cache = InventoryCache(["salt"], ttl_s=ttl, clock=now)
+    return CachedInventory(wh.forward, wh.fetch, cache, reserve, timeout_s=1.0,
+                           wall_clock=lambda: 50.0)
+
+
+def test_sync_forwards_every_buy():
+    wh = FakeWarehouse(salt=0)
+    inv = SyncInventory(wh.forward, lookup=lambda p: {})
+    assert inv.buy(buy("a"))["outcome"] == "unavailable"
+    assert len(wh.orders) == 1 and inv.snapshot()["forwarded_buys"] == 1
+
+
+def test_cached_denies_locally_when_the_cache_says_no():
+    wh = FakeWarehouse(salt=0)
+    inv = cached(wh)
+    reply = inv.buy(buy("a"))
+    assert reply["outcome"] == "unavailable" and reply["local"] is True
+    assert wh.orders == []                                   # no warehouse call
+    assert inv.snapshot()["local_denials"] == 1 and inv.denials == [(50.0, "salt", 1)]
+
+
+def test_cached_forwards_what_it_can_fill_and_learns_from_the_reply():
+    wh = FakeWarehouse(salt=2)
+    inv = cached(wh)
+    assert inv.buy(buy("a", 2))["outcome"] == "shipped"
+    assert inv.cache.peek("salt").stock == 0                # learned from the reply, for free
+    assert inv.buy(buy("b"))["local"] is True               # so the next is denied locally
+    assert len(wh.orders) == 1
+
+
+def test_over_sell_is_a_forwarded_buy_the_warehouse_rejects():
+    wh = FakeWarehouse(salt=1)
+    inv = cached(wh)
+    inv.lookup("salt")                                       # cache: 1
+    wh.stock["salt"] = [0, 2]                                # another trader took it
+    reply = inv.buy(buy("a"))
+    assert reply["outcome"] == "unavailable" and "local" not in reply
+    snap = inv.snapshot()
+    assert (snap["forwarded_buys"], snap["oversells"]) == (1, 1)
+    assert inv.cache.peek("salt").stock == 0                 # refreshed from the rejection
+
+
+def test_sell_is_forwarded_and_updates_the_cache():
+    wh = FakeWarehouse(salt=0)
+    inv = cached(wh)
+    inv.lookup("salt")
+    assert inv.sell(Order("sell", "salt", 4, "s"))["outcome"] == "stocked"
+    assert inv.cache.peek("salt").stock == 4
+
+
+def test_reservation_stops_a_second_buy_chasing_the_same_unit():
+    wh = FakeWarehouse(salt=1)
+    inv = cached(wh, reserve=True)
+    inv.lookup("salt")
+    assert inv.cache.reserve("salt", 1)                      # as if a forward were in flight
+    assert inv.buy(buy("b"))["local"] is True
+
+
+def test_without_reservation_the_cache_only_reads():
+    wh = FakeWarehouse(salt=1)
+    inv = cached(wh, reserve=False)
+    inv.buy(buy("a"))
+    assert inv.cache.peek("salt").stock == 0 and len(wh.orders) == 1
+
+
+def test_lookup_answers_from_a_fresh_cache():
+    wh = FakeWarehouse(salt=3)
+    inv = cached(wh)
+    first = inv.lookup("salt")
+    wh.stock["salt"] = [9, 5]
+    assert inv.lookup("salt")["stock"] == 3 == first["stock"] and first["cached"] is True
+
+
+def test_timeline_gives_the_stock_at_any_instant():
+    rows = [{"seq": 1, "product": "salt", "ts": 10.0, "stock_after": 4},
+            {"seq": 2, "product": "salt", "ts": 12.0, "stock_after": 0},
+            {"seq": 3, "product": "fish", "ts": 11.0, "stock_after": 7}]
+    tl = StockTimeline({"salt": 5, "fish": 0}, rows)
+    assert [tl.at("salt", t) for t in (9.0, 10.0, 11.9, 12.0, 99.0)] == [5, 4, 4, 0, 0]
+    assert tl.at("fish", 10.5) == 0 and tl.at("fish", 11.0) == 7
+
+
+def test_actual_undersells_count_only_denials_the_warehouse_could_fill():
+    rows = [{"seq": 1, "product": "salt", "ts": 10.0, "stock_after": 2},
+            {"seq": 2, "product": "salt", "ts": 20.0, "stock_after": 0}]
+    tl = StockTimeline({"salt": 0}, rows)
+    denials = [(5.0, "salt", 1),     # stock 0: a true denial
+               (15.0, "salt", 1),    # stock 2: an under-sell
+               (15.0, "salt", 3),    # stock 2 < 3: a true denial
+               (25.0, "salt", 1)]    # stock 0: a true denial
+    assert actual_undersells(denials, tl) == 1
+
+
+@pytest.mark.parametrize("buys,expected", [(200, (1.5, 0.5)), (0, (0.0, 0.0))])
+def test_rates_are_percentages_of_buy_requests(buys, expected):
+    r = rates(buys, 3, 1)
+    assert (r["oversell_pct"], r["undersell_pct"]) == expected
