@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import core
+from bench import cache, core
 
-EXPERIMENTS = {"core": core}
+EXPERIMENTS = {"core": core, "cache": cache}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="repetitions per configuration")
     parser.add_argument("--duration", type=float, default=5.0,
                         help="seconds of steady-state measurement per configuration")
+    parser.add_argument("--ttl", type=float, default=0.5,
+                        help="cache TTL in seconds for the cache experiment (the config default)")
+    parser.add_argument("--stock", type=int, default=0,
+                        help="initial stock per product for the cache experiment (0 = scarce)")
     args = parser.parse_args(argv)
     if args.reps < 1 or args.duration <= 0:
         parser.error("--reps must be >= 1 and --duration > 0")

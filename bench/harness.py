@@ -108,6 +108,16 @@ def start_market(workdir: Path, data: dict) -> Market:
 
 # --- bare chain -----------------------------------------------------------------------------
 
+def start_backend(workdir: Path) -> tuple[Service, str]:
+    """A bare object that does nothing: the one-hop ceiling. Returns it and its URI."""
+    [port] = free_ports(1)
+    uri = f"PYRO:bench.backend@127.0.0.1:{port}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    backend = Service("backend", python_module("bench.chain", "backend", "--port", str(port)),
+                      ready=lambda: _answers(uri), output_path=str(workdir / "backend.out"))
+    return backend.start(), uri
+
+
 def start_chain(workdir: Path) -> tuple[list[Service], str]:
     """A backend and a middle process; returns them and the middle's URI."""
     back_port, mid_port = free_ports(2)
@@ -132,15 +142,18 @@ def _answers(uri: str) -> bool:
 
 # --- load -----------------------------------------------------------------------------------
 
-def run_clients(uri: str, n: int, warmup_s: float, duration_s: float, method: str = "buy",
-                product: str = "salt") -> list[dict]:
-    """n closed-loop client processes against `uri`; one result dict each."""
+def run_clients(uris: str | list[str], n: int, warmup_s: float, duration_s: float,
+                method: str = "buy", products: str = "salt") -> list[dict]:
+    """n closed-loop client processes, spread round-robin over `uris`; a result dict each."""
+    uris = [uris] if isinstance(uris, str) else uris
     start_at = time.time() + 1.0 + 0.15 * n          # time for every client to connect
-    argv = python_module("bench.loadgen", "--uri", uri, "--method", method, "--product", product,
-                         "--start-at", str(start_at), "--warmup-s", str(warmup_s),
-                         "--duration-s", str(duration_s))
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True, cwd=ROOT) for _ in range(n)]
+
+    def argv(i: int) -> list[str]:
+        return python_module("bench.loadgen", "--uri", uris[i % len(uris)], "--method", method,
+                             "--products", products, "--start-at", str(start_at),
+                             "--warmup-s", str(warmup_s), "--duration-s", str(duration_s))
+    procs = [subprocess.Popen(argv(i), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True, cwd=ROOT) for i in range(n)]
     deadline = start_at + warmup_s + duration_s + 30
     try:
         outs = []
@@ -160,6 +173,11 @@ def run_clients(uri: str, n: int, warmup_s: float, duration_s: float, method: st
 def aggregate(results: Iterable[dict], duration_s: float) -> dict:
     results = list(results)
     calls = sum(r["calls"] for r in results)
+    outcomes: dict[str, int] = {}
+    for r in results:
+        for k, v in r["outcomes"].items():
+            outcomes[k] = outcomes.get(k, 0) + v
     return {"calls": calls, "rate_per_s": round(calls / duration_s, 1),
+            "shipped_per_s": round(outcomes.get("shipped", 0) / duration_s, 1),
             "p50_ms": max(r["p50_ms"] for r in results),
             "p99_ms": max(r["p99_ms"] for r in results)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 import uuid
 from collections import Counter
@@ -19,18 +20,20 @@ from collections import Counter
 from pyromarket import rpc
 
 
-def run(uri: str, method: str, product: str, start_at: float, warmup_s: float,
+def run(uri: str, method: str, products: list[str], start_at: float, warmup_s: float,
         duration_s: float) -> dict:
     proxy = rpc.proxy(uri, 10.0)
     proxy._pyroBind()
     fn = getattr(proxy, method)
     prefix = uuid.uuid4().hex[:8]
+    rng = random.Random(prefix)
     time.sleep(max(0.0, start_at - time.time()))
     window_start, window_end = start_at + warmup_s, start_at + warmup_s + duration_s
     latencies, outcomes, seq = [], Counter(), 0
     while True:
         seq += 1
         t0 = time.time()
+        product = products[0] if len(products) == 1 else rng.choice(products)
         reply = fn(product, 1, f"{prefix}-{seq}")
         t1 = time.time()
         if t1 >= window_end:
@@ -52,14 +55,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
     parser.add_argument("--uri", required=True)
     parser.add_argument("--method", default="buy")
-    parser.add_argument("--product", default="salt")
+    parser.add_argument("--products", default="salt", help="comma-separated; one at random per call")
     parser.add_argument("--start-at", type=float, required=True)
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--duration-s", type=float, default=5.0)
     args = parser.parse_args()
     rpc.configure()
-    print(json.dumps(run(args.uri, args.method, args.product, args.start_at, args.warmup_s,
-                         args.duration_s)))
+    print(json.dumps(run(args.uri, args.method, args.products.split(","), args.start_at,
+                         args.warmup_s, args.duration_s)))
 
 
 if __name__ == "__main__":
