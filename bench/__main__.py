@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from bench import cache, core
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                     + "; ".join(f"{name}: {mod.DESCRIPTION}" for name, mod in EXPERIMENTS.items()))
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
     parser.add_argument("--quick", action="store_true", help="a smoke run of well under a minute")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder root; default: bench/results")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per configuration")
     parser.add_argument("--duration", type=float, default=5.0,
                         help="seconds of steady-state measurement per configuration")

@@ -58,7 +58,7 @@ def run(args) -> dict:
     clients = [8] if args.quick else [4, 8]
     reps = 1 if args.quick else args.reps
     warmup_s, duration_s = (0.5, 1.5) if args.quick else (1.0, args.duration)
-    out = harness.results_dir("cache")
+    out = harness.results_dir("cache", args.out)
     work = out / "work"
     backend, backend_uri = harness.start_backend(work / "backend")
     markets = {}

@@ -21,7 +21,7 @@ def run(args) -> dict:
     clients = [1, 4] if args.quick else [1, 4, 8]
     reps = 1 if args.quick else args.reps
     warmup_s, duration_s = (0.5, 1.5) if args.quick else (1.0, args.duration)
-    out = harness.results_dir("core")
+    out = harness.results_dir("core", args.out)
     work = out / "work"
     chain_services, chain_uri = harness.start_chain(work / "chain")
     data = harness.market_dict(work / "market", ["buyer"], 1,

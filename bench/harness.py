@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
-def results_dir(experiment: str) -> Path:
-    path = RESULTS / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+def results_dir(experiment: str, root: Path | None = None) -> Path:
+    path = (root or RESULTS) / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

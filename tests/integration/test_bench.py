@@ -1,0 +1,32 @@
+"""The bench runner's smoke runs, so the benchmarks cannot rot unnoticed.
+They check that each experiment runs end to end and writes its results, not speed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("experiment,setups", [("core", {"chain", "real"}),
+                                               ("cache", {"one-hop", "sync", "cached"})])
+def test_quick_run_writes_results(tmp_path, experiment, setups):
+    done = subprocess.run([sys.executable, "-m", "bench", experiment, "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [folder] = list(tmp_path.glob(f"{experiment}-*"))
+    with open(folder / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["setup"] for r in rows} == setups
+    assert all(float(r["rate_per_s"]) > 0 for r in rows)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["machine"]["git_commit"] and meta["summary"]["per_clients"]
+
+
+def test_bench_help_lists_the_experiments():
+    done = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "core" in done.stdout and "cache" in done.stdout
