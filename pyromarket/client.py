@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 from . import config, rpc, runtime
-from .errors import MarketError, Unavailable
+from .errors import MarketError, NotATrader, Unavailable
 from .eventlog import EventLog
 from .orders import new_request_id
 
@@ -38,9 +38,20 @@ class TraderDirectory:
         self._refreshed_at = float("-inf")
         self._suspect_until: dict[int, float] = {}   # trader n -> when to trust it again
         self._quarantine_s = 2 * cfg.rpc.call_timeout_s
+        self._down: set[int] = set()                 # told by a survivor; other threads write
+        self._down_lock = threading.Lock()
+
+    def note_down(self, n: int) -> None:
+        """A survivor says trader n failed (called from a Pyro5 worker thread)."""
+        with self._down_lock:
+            self._down.add(n)
 
     def pick(self):
         """(n, proxy) of a random live trader; raises Unavailable if none is registered."""
+        with self._down_lock:
+            down, self._down = self._down, set()
+        for n in down:
+            self.forget(n)
         if self._due():
             self.refresh()
         if not self._proxies:
@@ -153,8 +164,9 @@ class Trading:
         try:
             with rpc.translated(f"trader {n}"):
                 reply = getattr(trader, kind)(product, qty, rid, self.name.lower())
-        except Unavailable as exc:
+        except (Unavailable, NotATrader) as exc:
             self.directory.forget(n)
+            self.stats["switches"] += 1
             self.log(f"{self.name} got no answer from trader {n} for request {rid} ({exc}); "
                      f"retrying with the same request id")
             return None

@@ -21,7 +21,8 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
-    "Endpoint", "WarehouseConfig", "PeerConfig", "TraderConfig", "CacheConfig", "BuyerConfig",
+    "Endpoint", "WarehouseConfig", "PeerConfig", "TraderConfig", "CacheConfig", "HeartbeatConfig",
+    "TraderExit", "FaultConfig", "CpuConfig", "BuyerConfig",
     "SellerConfig", "RpcConfig", "ElectionConfig", "LogConfig", "MarketConfig",
     "load", "from_dict", "DEFAULT_PATH",
 ]
@@ -69,6 +70,29 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class HeartbeatConfig:
+    interval_s: float           # how often a trader pings every other trader
+    timeout_s: float            # deadline of one ping
+    misses: int                 # consecutive missed pings that declare a trader dead
+
+
+@dataclass(frozen=True)
+class TraderExit:
+    trader: int                 # n of market.trader.<n>
+    after_s: float              # seconds after it became a trader
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    exit_traders: tuple[TraderExit, ...]   # forced failures: trader n exits after_s in
+
+
+@dataclass(frozen=True)
+class CpuConfig:
+    pin_traders: bool           # pin trader n to core (n-1) mod cores (sched_setaffinity)
+
+
+@dataclass(frozen=True)
 class BuyerConfig:
     pace_s: float               # pause between buys; 0 = as fast as replies come
     max_qty: int                # each buy asks for 1..max_qty
@@ -107,6 +131,9 @@ class MarketConfig:
     max_quantity: int
     traders: TraderConfig
     cache: CacheConfig
+    heartbeat: HeartbeatConfig
+    faults: FaultConfig
+    cpu: CpuConfig
     peers: tuple[PeerConfig, ...]
     buyers: BuyerConfig
     sellers: SellerConfig
@@ -178,6 +205,14 @@ def _validate_numbers(cfg: MarketConfig) -> None:
          f"must be one of {SYNC_LEVELS}"),
         ("warehouse.batch_max", cfg.warehouse.batch_max >= 1, "must be >= 1"),
         ("cache.ttl_s", cfg.cache.ttl_s > 0, "must be > 0"),
+        ("heartbeat.interval_s", cfg.heartbeat.interval_s > 0, "must be > 0"),
+        ("heartbeat.timeout_s", 0 < cfg.heartbeat.timeout_s <= cfg.heartbeat.interval_s,
+         "must be > 0 and at most heartbeat.interval_s, so pings never pile up"),
+        ("heartbeat.misses", cfg.heartbeat.misses >= 2,
+         "must be at least 2: one lost ping must not declare a trader dead"),
+        ("faults.exit_traders", all(1 <= e.trader <= cfg.traders.count and e.after_s > 0
+                                    for e in cfg.faults.exit_traders),
+         "each needs 1 <= trader <= traders.count and after_s > 0"),
         ("max_quantity", cfg.max_quantity >= 1, "must be >= 1"),
         ("buyers.pace_s", cfg.buyers.pace_s >= 0, "must be >= 0"),
         ("buyers.max_qty", 1 <= cfg.buyers.max_qty <= cfg.max_quantity,

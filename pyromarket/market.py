@@ -139,9 +139,12 @@ class Market:
         out["local_denials"] = len(denials)
         return out
 
-    def crashed(self) -> list[str]:
-        """Names of children that exited while they should be running."""
-        return [n for n, s in self.services.items() if s.proc and not s.running]
+    def crashed(self, include_traders: bool = True) -> list[str]:
+        """Names of children that exited while they should be running. Traders may fail
+        by design (their survivors take over), so callers can leave them out."""
+        traders = {f"peer-{p}" for p in self.trader_peers}
+        return [n for n, s in self.services.items() if s.proc and not s.running
+                and (include_traders or n not in traders)]
 
     # --- internals --------------------------------------------------------------------------
 

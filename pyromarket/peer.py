@@ -24,6 +24,7 @@ from .client import Trading
 from .election import RingElection, Send, check_message, trader_index
 from .errors import InvalidRequest, MarketError, Unavailable
 from .eventlog import EventLog
+from .failover import TRADER_OBJECT, Failover
 from .trader import Trader, WarehouseLink
 
 __all__ = ["PeerNode", "ElectionDriver", "main"]
@@ -94,10 +95,11 @@ class ElectionDriver:
 class PeerNode:
     """A peer's remote surface: election messages in, status out."""
 
-    def __init__(self, me: config.PeerConfig, driver: ElectionDriver):
-        self.me, self._driver = me, driver
+    def __init__(self, me: config.PeerConfig, driver: ElectionDriver, log: EventLog):
+        self.me, self._driver, self._log = me, driver, log
         self.trader_index: int | None = None
         self.trading: Trading | None = None
+        self.failover: Failover | None = None
 
     @property
     def traders(self) -> tuple[int, ...] | None:
@@ -109,6 +111,20 @@ class PeerNode:
             self._driver.inbox.put(check_message(message))
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+        return True
+
+    @rpc.remote
+    def trader_down(self, trader: int, by: int, live: list) -> bool:
+        """A survivor's broadcast: `trader` failed; `live` are the traders that remain."""
+        ints = (trader, by, *live) if isinstance(live, list) else (None,)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+            raise InvalidRequest("trader_down(trader: int, by: int, live: list of int)")
+        if self.failover is not None:
+            self.failover.note_dead(trader)
+        if self.trading is not None:
+            self.trading.directory.note_down(trader)
+        self._log(f"Peer {self.me.id} was told by Trader {by} that Trader {trader} failed; "
+                  f"it now trades only with traders {sorted(live)}")
         return True
 
     @rpc.remote
@@ -132,18 +148,56 @@ def _become_trader(node: PeerNode, cfg: config.MarketConfig, server: rpc.Server,
                    log: EventLog, run_dir: str | None, stop: threading.Event):
     index = trader_index(node.traders, node.me.id)
     trader_log = runtime.open_log(run_dir, cfg, f"trader-{index}")
+    if cfg.cpu.pin_traders:
+        _pin(index, trader_log)
     ns_addr = f"{cfg.nameserver.host}:{cfg.nameserver.port}"
     link = WarehouseLink(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{ns_addr}", cfg.rpc.warehouse_timeout_s,
                          cfg.warehouse.batch_max)
-    trader = Trader(index, node.me.id, cfg, link, trader_log)
-    uri = server.register(trader, "market.trader")
+    epoch = _join(link, index, stop)
+    trader = Trader(index, node.me.id, cfg, link, trader_log, epoch)
+    uri = server.register(trader, TRADER_OBJECT)
     ns = runtime.connect_ns(cfg, stop=stop)
     rpc.register_name(ns, rpc.trader_name(index), uri)
     node.trader_index = index
-    msg = f"Peer {node.me.id} was elected and now serves as Trader {index} ({uri}); it no longer buys or sells"
+    msg = (f"Peer {node.me.id} was elected and now serves as Trader {index} ({uri}, epoch "
+           f"{epoch}); it no longer buys or sells")
     log(msg)
     trader_log(msg)
+    peers_of = {trader_index(node.traders, p): p for p in node.traders}
+    node.failover = Failover(trader, link, cfg, peers_of, trader_log)
+    threading.Thread(target=node.failover.run, args=(stop,), name="heartbeat", daemon=True).start()
+    _schedule_exit(cfg, index, trader_log)
     return ns, link, trader_log
+
+
+def _join(link: WarehouseLink, index: int, stop: threading.Event) -> int:
+    """This trader's epoch from the warehouse, retrying while the warehouse starts."""
+    for delay in runtime.backoff_delays(0.05, 1.0):
+        try:
+            return link.join(index)
+        except Unavailable:
+            if stop.wait(delay):
+                raise
+
+
+def _pin(index: int, log: EventLog) -> None:
+    """Trader n on core (n-1) mod cores: a survivor cannot take over a dead trader's core."""
+    cores = sorted(os.sched_getaffinity(0))
+    core = cores[(index - 1) % len(cores)]
+    os.sched_setaffinity(0, {core})
+    log(f"Trader {index} is pinned to CPU core {core}")
+
+
+def _schedule_exit(cfg: config.MarketConfig, index: int, log: EventLog) -> None:
+    """The spec's forced failure: exit after_s seconds in, as the config's faults say."""
+    for fault in cfg.faults.exit_traders:
+        if fault.trader == index:
+            def die() -> None:
+                log(f"Trader {index} exits now, {fault.after_s} s after its election, as "
+                    f"faults.exit_traders says")
+                log.close()
+                os._exit(3)
+            threading.Timer(fault.after_s, die).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rpc.configure(cfg.rpc.threadpool_size)
     log = runtime.open_log(args.run_dir, cfg, f"peer-{me.id}")
     driver = ElectionDriver(me, cfg, log)
-    node = PeerNode(me, driver)
+    node = PeerNode(me, driver, log)
     server = rpc.Server(me.host, me.port)
     server.register(node, rpc.PEER_OBJECT)
     server.start()

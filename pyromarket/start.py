@@ -93,12 +93,17 @@ def format_summary(s: dict) -> str:
 
 
 def _trade(market: Market, duration: float | None) -> float:
-    """Wait out the trading window; return its length. Raises if a child crashed."""
-    started = time.monotonic()
+    """Wait out the trading window; return its length. Raises if a child other than a
+    trader exited (a trader may fail: its survivors take over)."""
+    started, reported = time.monotonic(), set()
     while duration is None or time.monotonic() - started < duration:
         time.sleep(0.2)
-        if market.crashed():
-            raise RuntimeError(f"market processes exited unexpectedly: {market.crashed()} "
+        for name in set(market.crashed()) - set(market.crashed(include_traders=False)) - reported:
+            reported.add(name)
+            print(f"trader process {name} exited; its survivors take over", flush=True)
+        if market.crashed(include_traders=False):
+            raise RuntimeError(f"market processes exited unexpectedly: "
+                               f"{market.crashed(include_traders=False)} "
                                f"(their output is in {market.run_dir})")
     return time.monotonic() - started
 

@@ -5,7 +5,9 @@ so the fsync of `synchronous=FULL` is paid once per batch, not once per order (g
 commit). Every applied order leaves a ledger row keyed by its request_id, holding the
 outcome, the stock after it and a timestamp: replaying an id returns the recorded
 outcome and changes nothing, and the ledger alone can audit a run (conservation,
-actual under-selling). No Pyro5 here; a single thread (the warehouse's batcher) writes.
+actual under-selling). Fencing: each trader slot gets a fresh epoch when it joins; once
+a slot is fenced (its trader declared dead), orders carrying that epoch are refused, for
+good and durably. No Pyro5 here; one writer at a time (`_write`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sqlite3
 import threading
 from typing import Iterable, Mapping, Sequence
 
-from .errors import ConflictingRequest, Unavailable, UnknownProduct
+from .errors import ConflictingRequest, FencedOut, Unavailable, UnknownProduct
 from .orders import Order
 
 __all__ = ["Store", "conservation", "SHIPPED", "UNAVAILABLE", "STOCKED"]
@@ -40,6 +42,13 @@ CREATE TABLE IF NOT EXISTS ledger (
     origin      TEXT NOT NULL,
     epoch       INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS epochs (           -- each trader slot's current epoch (fencing token)
+    trader INTEGER PRIMARY KEY,
+    epoch  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fenced (           -- epochs whose writes are refused for good
+    epoch INTEGER PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS seed (             -- stock each product started with
     product TEXT PRIMARY KEY,
     stock   INTEGER NOT NULL
@@ -60,10 +69,12 @@ class Store:
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()        # guards the mirror, not the database
+        self._write = threading.Lock()       # one writer: apply(), join(), fence()
         self._local = threading.local()      # per-thread read connections
         self._readers: list[sqlite3.Connection] = []
         self._seed(initial_stock)
         self._mirror = self._load_mirror()
+        self._fenced = {e for (e,) in self._db.execute("SELECT epoch FROM fenced")}
 
     # --- reads (any thread) ---------------------------------------------------------
 
@@ -105,9 +116,38 @@ class Store:
 
     # --- writes (one thread) ----------------------------------------------------------
 
+    def join(self, trader: int) -> int:
+        """A new, never used epoch for trader slot `trader` (a fencing token), durably."""
+        with self._write:
+            self._db.execute("BEGIN IMMEDIATE")
+            epoch = 1 + self._db.execute(
+                "SELECT MAX(m) FROM (SELECT COALESCE(MAX(epoch), 0) AS m FROM epochs"
+                " UNION ALL SELECT COALESCE(MAX(epoch), 0) FROM fenced)").fetchone()[0]
+            self._db.execute("INSERT OR REPLACE INTO epochs (trader, epoch) VALUES (?, ?)",
+                             (trader, epoch))
+            self._db.execute("COMMIT")
+        return epoch
+
+    def fence(self, trader: int) -> int | None:
+        """Refuse every later write carrying trader slot `trader`'s current epoch."""
+        with self._write:
+            row = self._db.execute("SELECT epoch FROM epochs WHERE trader = ?", (trader,)).fetchone()
+            if row is None:
+                return None
+            self._db.execute("INSERT OR IGNORE INTO fenced (epoch) VALUES (?)", row)
+            self._fenced.add(row[0])
+        return row[0]
+
+    def is_fenced(self, epoch: int) -> bool:
+        return epoch in self._fenced
+
     def apply(self, orders: Sequence[Order], now: float) -> list[dict | Exception]:
         """Apply a batch in one transaction. Per-order refusals come back as exceptions
         in the result list; a storage failure rolls everything back and fails all."""
+        with self._write:
+            return self._apply(orders, now)
+
+    def _apply(self, orders: Sequence[Order], now: float) -> list[dict | Exception]:
         staged = dict(self._mirror)           # the batch's view; published after COMMIT
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -130,6 +170,9 @@ class Store:
     # --- internals --------------------------------------------------------------------
 
     def _apply_one(self, order: Order, staged: dict, now: float) -> dict | Exception:
+        if order.epoch in self._fenced:
+            return FencedOut(f"epoch {order.epoch} of {order.origin or 'this trader'} was fenced: "
+                             f"it was declared dead and may not write any more")
         prior = self._db.execute(
             "SELECT kind, product, qty, outcome FROM ledger WHERE request_id = ?",
             (order.request_id,)).fetchone()

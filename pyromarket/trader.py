@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from . import config, rpc, runtime
 from .batching import Batcher
-from .errors import InvalidRequest, MarketError, Unavailable, from_wire
+from .errors import FencedOut, InvalidRequest, MarketError, NotATrader, Unavailable, from_wire
 from .eventlog import EventLog
 from .orders import Order, check, check_product, new_request_id
 from .cache import InventoryCache
@@ -50,6 +50,15 @@ class WarehouseLink:
 
     def lookup(self, product: str) -> dict:
         return self._call("lookup", product)
+
+    def join(self, index: int) -> int:
+        return self._call("join", index)
+
+    def fence(self, index: int, by: int) -> int | None:
+        return self._call("fence", index, by)
+
+    def fenced(self, epoch: int) -> bool:
+        return self._call("fenced", epoch)
 
     def revalidate(self, versions: dict) -> dict[str, tuple[int, int]]:
         return {p: (s, v) for p, (s, v) in self._call("revalidate", dict(versions)).items()}
@@ -94,8 +103,9 @@ class Trader:
     """The remote surface peers and people use: buy, sell, lookup, stats, denials, ping."""
 
     def __init__(self, index: int, peer_id: int, cfg: config.MarketConfig,
-                 link: WarehouseLink, log: EventLog):
-        self.index, self.peer_id = index, peer_id
+                 link: WarehouseLink, log: EventLog, epoch: int = 0):
+        self.index, self.peer_id, self.epoch = index, peer_id, epoch
+        self.retired = threading.Event()     # set once this trader learns it was fenced
         self._products = frozenset(cfg.products)
         self._max_qty = cfg.max_quantity
         self._budget_s = cfg.rpc.warehouse_timeout_s
@@ -143,16 +153,28 @@ class Trader:
 
     @rpc.remote
     def ping(self) -> dict:
-        return {"role": "trader", "trader": self.index, "peer": self.peer_id, "pid": os.getpid()}
+        if self.retired.is_set():
+            raise NotATrader(f"peer {self.peer_id} no longer serves as Trader {self.index}")
+        return {"role": "trader", "trader": self.index, "peer": self.peer_id, "pid": os.getpid(),
+                "epoch": self.epoch}
+
+    def retire(self, why: str) -> None:
+        """Step down for good: every later request gets NotATrader."""
+        if not self.retired.is_set():
+            self.retired.set()
+            self._log(f"{self._name} steps down: {why}")
 
     # --- internals ----------------------------------------------------------------------
 
     def _handle(self, kind: str, product: Any, qty: Any, request_id: Any, client: Any) -> dict:
+        if self.retired.is_set():
+            raise NotATrader(f"peer {self.peer_id} no longer serves as Trader {self.index}; "
+                             f"ask another trader")
         who = _client_label(client)
         rid = new_request_id(f"t{self.index}") if request_id is None else request_id
         try:
             order = check(kind, product, qty, rid, products=self._products,
-                          max_qty=self._max_qty, origin=f"trader {self.index}")
+                          max_qty=self._max_qty, origin=f"trader {self.index}", epoch=self.epoch)
         except MarketError as exc:
             self._count(requests=1, refused=1)
             self._log(f"{self._name} refused a {kind} request from {who}: {exc}")
@@ -160,6 +182,9 @@ class Trader:
         self._count(requests=1, **{f"{kind}s": 1})
         try:
             reply = self._inventory.buy(order) if kind == "buy" else self._inventory.sell(order)
+        except FencedOut as exc:
+            self.retire(f"the warehouse refused its writes ({exc})")
+            raise NotATrader(f"Trader {self.index} was declared dead; retry {rid} elsewhere") from None
         except Unavailable as exc:
             self._count(failed=1)
             self._log(f"{self._name} could not serve {who}'s request {rid}: {exc}")

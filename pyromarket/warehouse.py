@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from . import config, rpc, runtime
 from .batching import Batcher
-from .errors import InvalidRequest, MarketError, to_wire
+from .errors import FencedOut, InvalidRequest, MarketError, to_wire
 from .eventlog import EventLog
 from .orders import Order, check, check_product, check_row, new_request_id
 from .store import SHIPPED, STOCKED, UNAVAILABLE, Store
@@ -129,6 +129,30 @@ class Warehouse:
         return self._store.audit()
 
     @rpc.remote
+    def join(self, trader: int) -> int:
+        """A trader starting in slot `trader` gets a fresh epoch to stamp its orders with."""
+        _check_slot(trader)
+        epoch = self._store.join(trader)
+        self._log(f"Warehouse granted Trader {trader} epoch {epoch}")
+        return epoch
+
+    @rpc.remote
+    def fence(self, trader: int, by: int) -> int | None:
+        """Trader `by` declared trader `trader` dead: refuse its writes from now on."""
+        _check_slot(trader)
+        _check_slot(by)
+        epoch = self._store.fence(trader)
+        self._log(f"Warehouse fenced Trader {trader} (epoch {epoch}) because Trader {by} "
+                  f"declared it dead; its writes are refused from now on")
+        return epoch
+
+    @rpc.remote
+    def fenced(self, epoch: int) -> bool:
+        """Whether writes with this epoch are refused (a paused trader asks on waking)."""
+        _check_slot(epoch)
+        return self._store.is_fenced(epoch)
+
+    @rpc.remote
     def ping(self) -> dict:
         return {"role": "warehouse", "pid": os.getpid()}
 
@@ -177,11 +201,19 @@ class Warehouse:
             self._stats.update(counts)
 
 
+def _check_slot(n: Any) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n < 2**31:
+        raise InvalidRequest(f"expected a positive int, got {n!r}")
+    return n
+
+
 _STAT_KEYS = ("orders", "batches", "shipped", "shipped_units", "stocked", "stocked_units",
-              "rejected", "replayed", "refused", "revalidations")
+              "rejected", "replayed", "refused", "revalidations", "fenced")
 
 
 def _outcome_counts(res: Any) -> dict[str, int]:
+    if isinstance(res, FencedOut):
+        return {"fenced": 1}
     if isinstance(res, BaseException):
         return {"refused": 1}
     if res["replayed"]:

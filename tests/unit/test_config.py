@@ -142,3 +142,15 @@ def test_file_round_trip(tmp_path):
     cfg = config.load(write_config(tmp_path / "m.yaml", copy.deepcopy(data)))
     assert [p.id for p in cfg.peers] == [1, 2, 3, 4]
     assert cfg.source.endswith("m.yaml")
+
+
+def test_heartbeat_knobs_must_relate():
+    _fails(config_dict(ROLES, heartbeat={"timeout_s": 0.5}), r"heartbeat\.timeout_s: .*interval_s")
+    _fails(config_dict(ROLES, heartbeat={"misses": 1}), r"heartbeat\.misses: must be at least 2")
+
+
+def test_forced_exit_must_name_a_real_trader():
+    _fails(config_dict(ROLES, faults={"exit_traders": [{"trader": 3, "after_s": 1.0}]}),
+           r"faults\.exit_traders")
+    cfg = config.from_dict(config_dict(ROLES, faults={"exit_traders": [{"trader": 2, "after_s": 5}]}))
+    assert cfg.faults.exit_traders[0].after_s == 5.0

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from pyromarket.errors import ConflictingRequest, UnknownProduct, Unavailable
+from pyromarket.errors import ConflictingRequest, FencedOut, UnknownProduct, Unavailable
 from pyromarket.orders import Order
 from pyromarket.store import SHIPPED, STOCKED, UNAVAILABLE, Store, conservation
 
@@ -138,3 +138,29 @@ def test_conservation_counts_only_applied_outcomes():
 def test_unknown_product_lookup(store):
     with pytest.raises(UnknownProduct):
         store.lookup("gold")
+
+
+def test_join_gives_fresh_epochs_and_fence_refuses_the_old_one(store):
+    e1 = store.join(1)
+    e2 = store.join(2)
+    assert e2 > e1
+    assert store.apply([Order("buy", "salt", 1, "a", "trader 2", e2)], now=1.0)[0]["outcome"] == SHIPPED
+    assert store.fence(2) == e2
+    [r] = store.apply([Order("buy", "salt", 1, "b", "trader 2", e2)], now=2.0)
+    assert isinstance(r, FencedOut)
+    [r] = store.apply([Order("buy", "salt", 1, "a", "trader 2", e2)], now=2.0)
+    assert isinstance(r, FencedOut)                 # even a replay: a fenced trader must step down
+    assert store.lookup("salt")["stock"] == 4
+    assert store.join(2) > e2                       # a replacement in the same slot may write
+    assert store.fence(9) is None
+
+
+def test_fencing_survives_a_restart(tmp_path):
+    path = str(tmp_path / "wh.sqlite3")
+    s = Store(path, {"salt": 5})
+    epoch = s.join(1)
+    s.fence(1)
+    s.close()
+    again = Store(path, {"salt": 5})
+    assert again.is_fenced(epoch) and again.join(1) > epoch
+    again.close()

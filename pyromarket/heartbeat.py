@@ -1,0 +1,60 @@
+"""Who among the other traders is alive, judged from heartbeats. Pure: time is passed in.
+
+Every `interval_s` a trader asks each other live trader "are you there?" (a ping with
+its own deadline). `misses` consecutive failures declare that trader dead, once; a
+success resets its count. So a dead trader is declared after at most
+misses x interval_s + timeout_s. `paused(now)` notices that this process itself did
+not run for longer than that window (SIGSTOP, a long stall): the others may have
+declared *it* dead meanwhile, so it must check before it acts as a trader again.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+__all__ = ["HeartbeatMonitor"]
+
+
+class HeartbeatMonitor:
+    def __init__(self, others: Iterable[int], interval_s: float, timeout_s: float,
+                 misses: int, now: float):
+        self.interval_s, self.timeout_s, self.misses = interval_s, timeout_s, misses
+        self._missed = {o: 0 for o in others}
+        self.dead: set[int] = set()
+        self._next_at = now
+        self._last_tick = now
+
+    @property
+    def live(self) -> list[int]:
+        return sorted(o for o in self._missed if o not in self.dead)
+
+    @property
+    def detection_bound_s(self) -> float:
+        return self.misses * self.interval_s + self.timeout_s
+
+    def due(self, now: float) -> list[int]:
+        """The traders to ping now (empty until the next interval)."""
+        if now < self._next_at:
+            return []
+        self._next_at = max(self._next_at + self.interval_s, now)
+        return self.live
+
+    def paused(self, now: float) -> bool:
+        """True if this process was not ticking for longer than the detection window."""
+        gap, self._last_tick = now - self._last_tick, now
+        return gap > self.detection_bound_s
+
+    def record(self, other: int, ok: bool) -> bool:
+        """Record one ping outcome; True exactly when it makes `other` newly dead."""
+        if other in self.dead or other not in self._missed:
+            return False
+        self._missed[other] = 0 if ok else self._missed[other] + 1
+        if self._missed[other] >= self.misses:
+            self.dead.add(other)
+            return True
+        return False
+
+    def add(self, other: int) -> None:
+        """Start watching a (new) trader."""
+        self._missed[other] = 0
+        self.dead.discard(other)
