@@ -1,0 +1,130 @@
+"""Trader failures and warehouse restarts under load, with real processes and kill -9."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from pyromarket import rpc
+from pyromarket.errors import MarketError
+from pyromarket.process import wait_until
+
+ROLES = ["buyer", "buyer", "seller", "buyer", "seller", "buyer"]   # peers 5, 6 become traders
+LOAD = dict(buyers={"pace_s": 0.01, "max_qty": 2}, sellers={"goods_per_period": 2, "period_s": 0.2},
+            rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0})
+
+
+def clients(market) -> set[int]:
+    return {p.id for p in market.cfg.peers} - market.trader_peers
+
+
+def client_stats(market) -> dict[int, dict]:
+    return {pid: s.get("stats", {}) for pid, s in market.statuses(clients(market), 2.0).items()}
+
+
+def total(market, key: str) -> int:
+    return sum(s.get(key, 0) for s in client_stats(market).values())
+
+
+def trader_log(market, n: int) -> str:
+    path = Path(market.run_dir) / f"trader-{n}.txt"
+    return path.read_text() if path.exists() else ""
+
+
+def peer_logs(market) -> str:
+    return "".join(p.read_text() for p in Path(market.run_dir).glob("peer-*.txt"))
+
+
+def assert_consistent(market) -> list[str]:
+    """After stop_clients(): conservation per product, no request applied twice, and every
+    outcome a peer acknowledged (logged) is exactly one ledger row, and vice versa."""
+    db = market.cfg.warehouse.db_path
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT request_id, product, qty, outcome FROM ledger").fetchall()
+        stock = dict(conn.execute("SELECT product, stock FROM inventory"))
+        seed = dict(conn.execute("SELECT product, stock FROM seed"))
+    ids = [r[0] for r in rows]
+    assert len(ids) == len(set(ids)), "a request was applied twice"
+    for product in seed:
+        stocked = sum(q for _r, p, q, o in rows if p == product and o == "stocked")
+        shipped = sum(q for _r, p, q, o in rows if p == product and o == "shipped")
+        assert seed[product] + stocked == stock[product] + shipped, product
+    logs = peer_logs(market)
+    assert "abandoned" not in logs                         # every request reached an outcome
+    assert logs.count(" bought ") == sum(1 for r in rows if r[3] == "shipped")
+    assert logs.count(" deposited ") == sum(1 for r in rows if r[3] == "stocked")
+    return ids
+
+
+@pytest.mark.parametrize("mode", ["cached", "sync"])
+def test_kill_9_of_a_trader_mid_load_fails_over_to_the_survivor(start_market, mode):
+    market = start_market(ROLES, 2, traders={"mode": mode}, **LOAD)
+    wait_until(lambda: total(market, "requests") >= 50, 30, "50 requests before the kill")
+    victim = market.services[f"peer-{max(market.trader_peers)}"]           # Trader 2
+    victim.signal(signal.SIGKILL)
+    wait_until(lambda: "declares it dead" in trader_log(market, 1), 5,
+               "the survivor to declare Trader 2 dead")
+    wait_until(lambda: peer_logs(market).count("that Trader 2 failed") >= len(clients(market)), 5,
+               "every peer to hear that Trader 2 failed")
+    assert sorted(market.traders()) == [1]                                  # unlisted
+    after = total(market, "requests")
+    wait_until(lambda: total(market, "requests") >= after + 50, 30, "trading to go on")
+    market.stop_clients()
+    assert_consistent(market)
+    with market.trader(1) as t:
+        assert t.stats()["requests"] > 0
+
+
+def test_a_paused_trader_is_fenced_and_steps_down_when_resumed(start_market):
+    market = start_market(ROLES, 2, traders={"mode": "cached"}, **LOAD)
+    wait_until(lambda: total(market, "requests") >= 30, 30, "some trading first")
+    victim = market.services[f"peer-{max(market.trader_peers)}"]
+    victim.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: "fence Trader 2" in trader_log(market, 1), 5, "the takeover")
+        before = total(market, "requests")
+        wait_until(lambda: total(market, "requests") >= before + 30, 30, "trading without it")
+    finally:
+        victim.signal(signal.SIGCONT)
+    peer = market.cfg.peer(max(market.trader_peers))
+    zombie = rpc.proxy(f"PYRO:market.trader@{peer.host}:{peer.port}", 5.0)
+    wait_until(lambda: "steps down" in trader_log(market, 2), 10, "the resumed trader to step down")
+    with zombie:
+        with pytest.raises(MarketError, match="no longer serves"):
+            zombie.buy("salt", 1, "zombie-write-1")
+    market.stop_clients()
+    ids = assert_consistent(market)
+    assert "zombie-write-1" not in ids
+    with sqlite3.connect(market.cfg.warehouse.db_path) as db:
+        fenced = db.execute("SELECT COUNT(*) FROM fenced").fetchone()[0]
+    assert fenced == 1
+
+
+def test_warehouse_kill_9_and_restart_under_load_loses_and_duplicates_nothing(start_market):
+    market = start_market(ROLES, 2, traders={"mode": "cached"}, **LOAD)
+    wait_until(lambda: total(market, "shipped") + total(market, "stocked") >= 30, 30, "trading")
+    market.services["warehouse"].signal(signal.SIGKILL)
+    market.services["warehouse"].wait(10)
+    market.start_warehouse()
+    done = total(market, "shipped") + total(market, "stocked")
+    wait_until(lambda: total(market, "shipped") + total(market, "stocked") >= done + 30, 30,
+               "trading to resume after the restart")
+    market.stop_clients()
+    assert_consistent(market)
+    assert sorted(market.traders()) == [1, 2]          # no trader was declared dead
+
+
+@pytest.mark.slow
+def test_a_60_s_run_without_faults_declares_no_one_dead(start_market):
+    market = start_market(ROLES, 2, traders={"mode": "cached"}, **LOAD)
+    start = total(market, "requests")
+    stop_at = time.monotonic() + 60
+    wait_until(lambda: time.monotonic() >= stop_at, 70, "60 s of trading", interval_s=1.0)
+    assert total(market, "requests") > start + 1000
+    for n in (1, 2):
+        assert "declares it dead" not in trader_log(market, n)
+    assert sorted(market.traders()) == [1, 2]
