@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import cache, core
+from bench import cache, core, failover
 
-EXPERIMENTS = {"core": core, "cache": cache}
+EXPERIMENTS = {"core": core, "cache": cache, "failover": failover}
 
 
 def main(argv: list[str] | None = None) -> int:

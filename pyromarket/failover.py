@@ -50,7 +50,10 @@ class Failover:
             if self.monitor.paused(now):
                 self._check_fenced()
             for n in self.monitor.due(now):
-                if self.monitor.record(n, self._ping(n)):
+                ok = self._ping(n)
+                if not ok:
+                    self.log(f"Trader {self.me} got no answer to a heartbeat from Trader {n}")
+                if self.monitor.record(n, ok):
                     self.take_over(n)
             stop.wait(step)
         self._release()
@@ -76,6 +79,7 @@ class Failover:
     def _ping(self, n: int) -> bool:
         with self._lock:
             if n in self._told_dead:
+                self.monitor.record(n, False)     # another survivor took over: no ping needed
                 return False
         try:
             with rpc.translated(f"trader {n}"):

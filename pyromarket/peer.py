@@ -137,6 +137,8 @@ class PeerNode:
         if self.trading is not None:
             out["stats"] = dict(self.trading.stats)
             out["pending"] = self.trading.pending
+        if self.failover is not None:
+            out["declared_dead"] = {str(n): t for n, t in self.failover.detected_at.items()}
         return out
 
     @rpc.remote

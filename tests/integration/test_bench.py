@@ -14,6 +14,7 @@ import pytest
 @pytest.mark.parametrize("experiment,setups", [("core", {"chain", "real"}),
                                                ("cache", {"one-hop", "sync", "cached"})])
 def test_quick_run_writes_results(tmp_path, experiment, setups):
+    """Runs the experiment's --quick form; checks the CSV and meta, not the speed."""
     done = subprocess.run([sys.executable, "-m", "bench", experiment, "--quick", "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -30,3 +31,14 @@ def test_bench_help_lists_the_experiments():
     done = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "core" in done.stdout and "cache" in done.stdout
+
+
+def test_quick_failover_run_detects_the_kill(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench", "failover", "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [folder] = list(tmp_path.glob("failover-*"))
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["summary"]["detection_s"] is not None and meta["summary"]["detection_s"] > 0
+    assert meta["summary"]["before_per_s"] > 0 and meta["summary"]["after_per_s"] > 0
+    assert (folder / "series.csv").exists()

@@ -128,3 +128,37 @@ def test_a_60_s_run_without_faults_declares_no_one_dead(start_market):
     for n in (1, 2):
         assert "declares it dead" not in trader_log(market, n)
     assert sorted(market.traders()) == [1, 2]
+
+
+def test_with_three_traders_every_survivor_takes_over(start_market):
+    roles = ["buyer", "buyer", "seller", "buyer", "seller", "buyer", "buyer"]
+    market = start_market(roles, 3, traders={"mode": "cached"}, **LOAD)
+    wait_until(lambda: total(market, "requests") >= 30, 30, "some trading first")
+    market.services[f"peer-{max(market.trader_peers)}"].signal(signal.SIGKILL)    # Trader 3
+    wait_until(lambda: sorted(market.traders()) == [1, 2], 5, "Trader 3 to be unlisted")
+    wait_until(lambda: any("declares it dead" in trader_log(market, n) for n in (1, 2)), 5,
+               "a survivor to declare Trader 3 dead")
+    assert "got no answer to a heartbeat from Trader 3" in trader_log(market, 1) + trader_log(market, 2)
+    before = total(market, "requests")
+    wait_until(lambda: total(market, "requests") >= before + 50, 30, "trading on two traders")
+    market.stop_clients()
+    assert_consistent(market)
+    declared = [line for n in (1, 2) for line in trader_log(market, n).splitlines()
+                if "declares it dead" in line]
+    assert declared and all("from Trader 3 and" in line for line in declared)   # only the dead one
+
+
+def test_the_configs_forced_exit_is_survived_by_the_launcher(make_config, tmp_path):
+    import subprocess
+    import sys
+    _cfg, path = make_config(ROLES, 2, traders={"mode": "cached"},
+                             faults={"exit_traders": [{"trader": 2, "after_s": 1.5}]}, **LOAD)
+    done = subprocess.run([sys.executable, "-m", "pyromarket.start", "--config", path,
+                           "--duration", "5", "--run-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "exited; its survivors take over" in done.stdout
+    assert "conservation per product: ok" in done.stdout
+    log = (tmp_path / "run" / "trader-1.txt").read_text()
+    assert "declares it dead" in log and "now the sole trader" in log
+    assert "exits now" in (tmp_path / "run" / "trader-2.txt").read_text()
