@@ -22,7 +22,6 @@ from .orders import new_request_id
 
 __all__ = ["TraderDirectory", "Trading"]
 
-SHUTDOWN_GRACE_S = 3.0
 REFRESH_SHORT_S = 0.5    # re-read the names this often while fewer than N_t traders are known
 REFRESH_LONG_S = 5.0     # and this often otherwise, so new traders are found
 
@@ -138,13 +137,14 @@ class Trading:
         self.pending = rid
         self.stats["requests"] += 1
         give_up_at = None
-        for delay in runtime.backoff_delays(self.cfg.rpc.retry_backoff_s):
-            outcome = self._attempt(kind, product, qty, rid)
+        for attempt, delay in enumerate(runtime.backoff_delays(self.cfg.rpc.retry_backoff_s), 1):
+            outcome = self._attempt(kind, product, qty, rid, attempt)
             if outcome is not None:
                 self.pending = None
                 return outcome
             if self.stop.is_set():
-                give_up_at = give_up_at or time.monotonic() + SHUTDOWN_GRACE_S
+                # enough for a full call timeout and a retry elsewhere, then give up loudly
+                give_up_at = give_up_at or time.monotonic() + 2 * self.cfg.rpc.call_timeout_s + 1
                 if time.monotonic() >= give_up_at:
                     break
             self.stats["retries"] += 1
@@ -155,7 +155,7 @@ class Trading:
         self.pending = None
         return None
 
-    def _attempt(self, kind: str, product: str, qty: int, rid: str) -> dict | None:
+    def _attempt(self, kind: str, product: str, qty: int, rid: str, attempt: int) -> dict | None:
         try:
             n, trader = self.directory.pick()
         except Unavailable as exc:
@@ -163,7 +163,7 @@ class Trading:
             return None
         try:
             with rpc.translated(f"trader {n}"):
-                reply = getattr(trader, kind)(product, qty, rid, self.name.lower())
+                reply = getattr(trader, kind)(product, qty, rid, self.name.lower(), attempt)
         except (Unavailable, NotATrader) as exc:
             self.directory.forget(n)
             self.stats["switches"] += 1

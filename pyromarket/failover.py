@@ -37,7 +37,8 @@ class Failover:
         self._peer_of = dict(traders)
         hb = cfg.heartbeat
         self.monitor = HeartbeatMonitor([n for n in traders if n != self.me], hb.interval_s,
-                                         hb.timeout_s, hb.misses, time.monotonic())
+                                         hb.timeout_s, hb.misses, time.monotonic(),
+                                         grace_s=cfg.election.startup_timeout_s)
         self._proxies: dict[int, object] = {}
         self._told_dead: set[int] = set()
         self._lock = threading.Lock()
@@ -53,7 +54,7 @@ class Failover:
                 ok = self._ping(n)
                 if not ok:
                     self.log(f"Trader {self.me} got no answer to a heartbeat from Trader {n}")
-                if self.monitor.record(n, ok):
+                if self.monitor.record(n, ok, now):
                     self.take_over(n)
             stop.wait(step)
         self._release()
@@ -79,7 +80,7 @@ class Failover:
     def _ping(self, n: int) -> bool:
         with self._lock:
             if n in self._told_dead:
-                self.monitor.record(n, False)     # another survivor took over: no ping needed
+                self.monitor.record(n, False, float("inf"))   # another survivor took over
                 return False
         try:
             with rpc.translated(f"trader {n}"):
@@ -110,8 +111,7 @@ class Failover:
         dead_uri = f"PYRO:{TRADER_OBJECT}@{peer.host}:{peer.port}"
         try:
             with rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port) as ns:
-                if rpc.list_traders(ns).get(n) == dead_uri:
-                    rpc.remove_name(ns, rpc.trader_name(n))
+                rpc.remove_name_if(ns, rpc.trader_name(n), dead_uri)
             self.log(f"Trader {self.me} removed {rpc.trader_name(n)} from the name server")
         except MarketError as exc:
             self.log(f"Trader {self.me} could not unlist Trader {n}: {exc}")

@@ -3,7 +3,8 @@
 Every `interval_s` a trader asks each other live trader "are you there?" (a ping with
 its own deadline). `misses` consecutive failures declare that trader dead, once; a
 success resets its count. So a dead trader is declared after at most
-misses x interval_s + timeout_s. `paused(now)` notices that this process itself did
+misses x interval_s + timeout_s. A trader that has not answered yet (it may still be
+starting) is given `grace_s` before its misses count. `paused(now)` notices that this process itself did
 not run for longer than that window (SIGSTOP, a long stall): the others may have
 declared *it* dead meanwhile, so it must check before it acts as a trader again.
 """
@@ -17,9 +18,11 @@ __all__ = ["HeartbeatMonitor"]
 
 class HeartbeatMonitor:
     def __init__(self, others: Iterable[int], interval_s: float, timeout_s: float,
-                 misses: int, now: float):
+                 misses: int, now: float, grace_s: float = 0.0):
         self.interval_s, self.timeout_s, self.misses = interval_s, timeout_s, misses
         self._missed = {o: 0 for o in others}
+        self._answered: set[int] = set()
+        self._grace_until = now + grace_s
         self.dead: set[int] = set()
         self._next_at = now
         self._last_tick = now
@@ -44,10 +47,14 @@ class HeartbeatMonitor:
         gap, self._last_tick = now - self._last_tick, now
         return gap > self.detection_bound_s
 
-    def record(self, other: int, ok: bool) -> bool:
+    def record(self, other: int, ok: bool, now: float) -> bool:
         """Record one ping outcome; True exactly when it makes `other` newly dead."""
         if other in self.dead or other not in self._missed:
             return False
+        if ok:
+            self._answered.add(other)
+        elif other not in self._answered and now < self._grace_until:
+            return False                       # not up yet: too early to count
         self._missed[other] = 0 if ok else self._missed[other] + 1
         if self._missed[other] >= self.misses:
             self.dead.add(other)

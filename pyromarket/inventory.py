@@ -45,6 +45,8 @@ class SyncInventory:
         self.stats["forwarded_buys"] += 1
         return self._forward(order)
 
+    buy_at_warehouse = buy
+
     def sell(self, order: Order) -> dict:
         return self._forward(order)
 
@@ -73,11 +75,17 @@ class CachedInventory:
                     else entry.stock >= order.qty)
         if not can_fill:
             return self._deny(order, entry)
+        reply = self.buy_at_warehouse(order)
+        if reply["outcome"] == UNAVAILABLE and not reply["replayed"]:
+            self._count(oversells=1)
+        return reply
+
+    def buy_at_warehouse(self, order: Order) -> dict:
+        """Forward without asking the cache: for retries, whose first attempt may
+        already have been applied (the warehouse replays its recorded outcome)."""
         self._count(forwarded_buys=1)
         reply = self._forward(order)
         self.cache.observe(order.product, reply["stock"], reply["version"])
-        if reply["outcome"] == UNAVAILABLE and not reply["replayed"]:
-            self._count(oversells=1)
         return reply
 
     def sell(self, order: Order) -> dict:

@@ -207,7 +207,10 @@ class Market:
                 return False
         except Unavailable:
             return False
-        self.trader_peers = {pid for pid, s in statuses.items() if s["role"] == "trader"}
+        traders = {pid for pid, s in statuses.items() if s["role"] == "trader"}
+        if len(traders) != self.cfg.traders.count:
+            return False                        # a name is up before its peer says so
+        self.trader_peers = traders
         return True
 
 

@@ -100,6 +100,7 @@ class PeerNode:
         self.trader_index: int | None = None
         self.trading: Trading | None = None
         self.failover: Failover | None = None
+        self.trader_uri: str | None = None
 
     @property
     def traders(self) -> tuple[int, ...] | None:
@@ -158,9 +159,9 @@ def _become_trader(node: PeerNode, cfg: config.MarketConfig, server: rpc.Server,
     epoch = _join(link, index, stop)
     trader = Trader(index, node.me.id, cfg, link, trader_log, epoch)
     uri = server.register(trader, TRADER_OBJECT)
-    ns = runtime.connect_ns(cfg, stop=stop)
+    node.trader_index, node.trader_uri = index, uri     # status() says "trader" before
+    ns = runtime.connect_ns(cfg, stop=stop)             # anyone can find the name
     rpc.register_name(ns, rpc.trader_name(index), uri)
-    node.trader_index = index
     msg = (f"Peer {node.me.id} was elected and now serves as Trader {index} ({uri}, epoch "
            f"{epoch}); it no longer buys or sells")
     log(msg)
@@ -199,13 +200,15 @@ def _schedule_exit(cfg: config.MarketConfig, index: int, log: EventLog) -> None:
                     f"faults.exit_traders says")
                 log.close()
                 os._exit(3)
-            threading.Timer(fault.after_s, die).start()
+            timer = threading.Timer(fault.after_s, die)
+            timer.daemon = True                 # never holds up a normal stop
+            timer.start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = runtime.role_args("python -m pyromarket.peer", "Run one market peer.", argv,
                              with_peer_id=True)
-    cfg = config.load(args.config)
+    cfg = runtime.load_config(args.config)
     me = cfg.peer(args.id)
     stop = runtime.stop_on_signals()
     rpc.configure(cfg.rpc.threadpool_size)
@@ -241,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _shut_down(node: PeerNode, ns, link, server: rpc.Server, log: EventLog) -> None:
     if node.trader_index and ns is not None:
         with contextlib.suppress(MarketError):
-            rpc.remove_name(ns, rpc.trader_name(node.trader_index))
+            rpc.remove_name_if(ns, rpc.trader_name(node.trader_index), node.trader_uri)
     server.close()
     if link is not None:
         link.close()

@@ -31,7 +31,7 @@ from .errors import InvalidRequest, MarketError, Unavailable
 __all__ = [
     "configure", "register_errors", "expose", "remote", "proxy", "ThreadLocalProxy", "Server", "nameserver",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
-    "register_name", "remove_name", "CommunicationError", "peer_uri",
+    "register_name", "remove_name", "remove_name_if", "CommunicationError", "peer_uri",
 ]
 
 WAREHOUSE_NAME = "market.warehouse"
@@ -181,6 +181,16 @@ def register_name(ns: Pyro5.api.Proxy, name: str, uri: Any) -> None:
 def remove_name(ns: Pyro5.api.Proxy, name: str) -> None:
     with translated(f"remove {name}"):
         ns.remove(name)
+
+
+def remove_name_if(ns: Pyro5.api.Proxy, name: str, uri: str) -> bool:
+    """Remove `name` only while it still points at `uri`, never at a successor's object."""
+    with translated(f"remove {name}"):
+        current = ns.list(prefix=name).get(name)
+        if current is None or str(current) != str(uri):
+            return False
+        ns.remove(name)
+        return True
 
 
 class Server:

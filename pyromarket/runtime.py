@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Sequence
@@ -16,7 +17,7 @@ from . import config, rpc
 from .errors import Unavailable
 from .eventlog import EventLog
 
-__all__ = ["role_args", "stop_on_signals", "connect_ns", "open_log", "backoff_delays"]
+__all__ = ["role_args", "load_config", "stop_on_signals", "connect_ns", "open_log", "backoff_delays"]
 
 
 def role_args(prog: str, description: str, argv: Sequence[str] | None,
@@ -29,6 +30,15 @@ def role_args(prog: str, description: str, argv: Sequence[str] | None,
     if with_peer_id:
         parser.add_argument("--id", type=int, required=True, help="this peer's id in the config")
     return parser.parse_args(argv)
+
+
+def load_config(path: str) -> config.MarketConfig:
+    """The config, or a one-line error naming the key and exit code 2."""
+    try:
+        return config.load(path)
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def stop_on_signals() -> threading.Event:

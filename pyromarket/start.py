@@ -151,10 +151,11 @@ def _run(market: Market, duration: float | None) -> None:
     """Trade for `duration` (or until Ctrl-C), then stop the clients and summarize."""
     with rpc.translated("warehouse"), market.warehouse() as w:
         before = w.stats()
-    print(f"elected traders: {sorted(market.traders())} (peers {sorted(market.trader_peers)}); "
-          f"trading" + (f" for {duration} s" if duration else " until Ctrl-C"), flush=True)
+    traders = sorted(market.traders())
     started = time.monotonic()
-    try:
+    try:                        # from the announcement on, Ctrl-C ends with a summary
+        print(f"elected traders: {traders} (peers {sorted(market.trader_peers)}); trading"
+              + (f" for {duration} s" if duration else " until Ctrl-C"), flush=True)
         _trade(market, duration)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping", flush=True)

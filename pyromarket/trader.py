@@ -118,15 +118,17 @@ class Trader:
 
     @rpc.remote
     def buy(self, product: str, qty: int, request_id: str | None = None,
-            client: str | None = None) -> dict:
-        """Buy `qty` of `product`. Reply: {"outcome": "shipped"|"unavailable", ...}."""
-        return self._handle("buy", product, qty, request_id, client)
+            client: str | None = None, attempt: int = 1) -> dict:
+        """Buy `qty` of `product`. Reply: {"outcome": "shipped"|"unavailable", ...}.
+        A retry (attempt > 1) always goes to the warehouse, never to the cache: an earlier
+        attempt may have been applied there, and only the ledger knows its outcome."""
+        return self._handle("buy", product, qty, request_id, client, attempt)
 
     @rpc.remote
     def sell(self, product: str, qty: int, request_id: str | None = None,
-             client: str | None = None) -> dict:
+             client: str | None = None, attempt: int = 1) -> dict:
         """Deposit `qty` of `product` in the warehouse. Reply: {"outcome": "stocked", ...}."""
-        return self._handle("sell", product, qty, request_id, client)
+        return self._handle("sell", product, qty, request_id, client, attempt)
 
     @rpc.remote
     def lookup(self, product: str) -> dict:
@@ -166,7 +168,10 @@ class Trader:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _handle(self, kind: str, product: Any, qty: Any, request_id: Any, client: Any) -> dict:
+    def _handle(self, kind: str, product: Any, qty: Any, request_id: Any, client: Any,
+                attempt: Any) -> dict:
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise InvalidRequest(f"attempt must be a positive int, got {attempt!r}")
         if self.retired.is_set():
             raise NotATrader(f"peer {self.peer_id} no longer serves as Trader {self.index}; "
                              f"ask another trader")
@@ -181,7 +186,13 @@ class Trader:
             raise
         self._count(requests=1, **{f"{kind}s": 1})
         try:
-            reply = self._inventory.buy(order) if kind == "buy" else self._inventory.sell(order)
+            if kind == "sell":
+                reply = self._inventory.sell(order)
+            elif attempt > 1:
+                self._count(retried_buys=1)
+                reply = self._inventory.buy_at_warehouse(order)
+            else:
+                reply = self._inventory.buy(order)
         except FencedOut as exc:
             self.retire(f"the warehouse refused its writes ({exc})")
             raise NotATrader(f"Trader {self.index} was declared dead; retry {rid} elsewhere") from None
@@ -223,7 +234,7 @@ def _from_row(order: Order, row: list) -> dict | MarketError:
 
 
 STAT_KEYS = ("requests", "buys", "sells", "shipped", "unavailable", "stocked", "refused",
-             "failed", "local_denials", "forwarded_buys", "oversells", "revalidations",
+             "failed", "retried_buys", "local_denials", "forwarded_buys", "oversells", "revalidations",
              "revalidations_unchanged", "cache_hits", "cache_misses")
 
 

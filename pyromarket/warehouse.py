@@ -244,7 +244,7 @@ def _describe(order: Order, res: Any) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = runtime.role_args("python -m pyromarket.warehouse",
                              "Run the market's warehouse (its database server).", argv)
-    cfg = config.load(args.config)
+    cfg = runtime.load_config(args.config)
     stop = runtime.stop_on_signals()
     rpc.configure(cfg.rpc.threadpool_size)
     log = runtime.open_log(args.run_dir, cfg, "warehouse")

@@ -70,7 +70,8 @@ BAD_CALLS = [
     ("buy", ("salt", "2")), ("buy", ("salt", None)), ("buy", ("salt", True)),
     ("sell", ("salt", -5)), ("sell", ("salt", 2**70)), ("buy", (5, 1)), ("buy", (["salt"], 1)),
     ("buy", ("salt", 1, 12345)), ("buy", ("salt", 1, "")), ("buy", ("salt", 1, None, 42)),
-    ("buy", ()), ("buy", ("salt",)), ("sell", ("salt", 1, "r", "me", "extra")), ("lookup", (7,)),
+    ("buy", ()), ("buy", ("salt",)), ("sell", ("salt", 1, "r", "me", 1, "extra")), ("lookup", (7,)),
+    ("buy", ("salt", 1, None, None, 0)), ("sell", ("salt", 1, None, None, "2")),
 ]
 
 

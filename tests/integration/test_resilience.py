@@ -24,7 +24,7 @@ def _peer_stats(market) -> dict[int, dict]:
 
 
 def test_peers_retry_at_the_other_trader_with_the_same_id_when_one_hangs(start_market):
-    market = start_market(ROLES, 2, rpc={"call_timeout_s": 1.0, "warehouse_timeout_s": 0.5},
+    market = start_market(ROLES, 2, rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0},
                           buyers={"pace_s": 0.01, "max_qty": 2},
                           sellers={"goods_per_period": 2, "period_s": 0.2})
     hung = market.services[f"peer-{max(market.trader_peers)}"]     # hosts market.trader.2

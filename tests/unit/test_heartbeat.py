@@ -12,15 +12,15 @@ def test_pings_every_live_trader_once_per_interval():
 
 def test_misses_in_a_row_declare_death_exactly_once():
     m = HeartbeatMonitor([2], interval_s=0.2, timeout_s=0.2, misses=3, now=0.0)
-    assert [m.record(2, False) for _ in range(3)] == [False, False, True]
-    assert m.record(2, False) is False and m.dead == {2} and m.live == []
+    assert [m.record(2, False, 1.0) for _ in range(3)] == [False, False, True]
+    assert m.record(2, False, 1.0) is False and m.dead == {2} and m.live == []
     assert m.due(10.0) == []                               # the dead are not pinged
 
 
 def test_a_success_resets_the_count():
     m = HeartbeatMonitor([2], interval_s=0.2, timeout_s=0.2, misses=3, now=0.0)
     for ok in (False, False, True, False, False):
-        assert m.record(2, ok) is False
+        assert m.record(2, ok, 1.0) is False
     assert m.dead == set()
 
 
@@ -36,3 +36,16 @@ def test_a_new_trader_is_watched():
     m = HeartbeatMonitor([], interval_s=0.2, timeout_s=0.2, misses=2, now=0.0)
     m.add(4)
     assert m.due(0.0) == [4]
+
+
+def test_a_trader_still_starting_gets_a_grace_period():
+    m = HeartbeatMonitor([2], interval_s=0.2, timeout_s=0.2, misses=2, now=0.0, grace_s=5.0)
+    assert [m.record(2, False, t) for t in (0.2, 0.4, 0.6)] == [False, False, False]
+    assert m.dead == set()
+    assert [m.record(2, False, t) for t in (5.2, 5.4)] == [False, True]     # grace is over
+
+
+def test_after_its_first_answer_a_trader_gets_no_grace():
+    m = HeartbeatMonitor([2], interval_s=0.2, timeout_s=0.2, misses=2, now=0.0, grace_s=5.0)
+    m.record(2, True, 0.2)
+    assert [m.record(2, False, t) for t in (0.4, 0.6)] == [False, True]

@@ -133,3 +133,14 @@ def test_actual_undersells_count_only_denials_the_warehouse_could_fill():
 def test_rates_are_percentages_of_buy_requests(buys, expected):
     r = rates(buys, 3, 1)
     assert (r["oversell_pct"], r["undersell_pct"]) == expected
+
+
+def test_a_retried_buy_goes_to_the_warehouse_even_when_the_cache_says_no():
+    wh = FakeWarehouse(salt=1)
+    inv = cached(wh)
+    first = wh.forward(buy("r1"))                 # attempt 1 was applied; its reply was lost
+    assert first["outcome"] == "shipped"
+    inv.lookup("salt")                            # the cache now says 0
+    assert inv.buy(buy("other"))["local"] is True
+    retried = inv.buy_at_warehouse(buy("r1"))     # attempt 2 of r1
+    assert "local" not in retried and wh.orders[-1].request_id == "r1"
