@@ -9,7 +9,6 @@ period and then logs the request as abandoned, never silently.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 import time
@@ -84,10 +83,7 @@ class TraderDirectory:
         """Drop trader n's proxy; if it failed (`suspect`), avoid it for a while."""
         if suspect:
             self._suspect_until[n] = time.monotonic() + self._quarantine_s
-        p = self._proxies.pop(n, None)
-        if p is not None:
-            with contextlib.suppress(Exception):
-                p._pyroRelease()
+        rpc.release(self._proxies.pop(n, None))
 
     def close(self) -> None:
         for n in list(self._proxies):

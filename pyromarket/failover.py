@@ -138,10 +138,7 @@ class Failover:
                 self.trader.retire("it was paused, and meanwhile declared dead and fenced")
 
     def _drop(self, n: int) -> None:
-        p = self._proxies.pop(n, None)
-        if p is not None:
-            with contextlib.suppress(Exception):
-                p._pyroRelease()
+        rpc.release(self._proxies.pop(n, None))
 
     def _release(self) -> None:
         for n in list(self._proxies):

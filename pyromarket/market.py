@@ -90,11 +90,8 @@ class Market:
         return ns
 
     def _drop_ns(self) -> None:
-        ns = getattr(self._local, "ns", None)
+        rpc.release(getattr(self._local, "ns", None))
         self._local.ns = None
-        if ns is not None:
-            with contextlib.suppress(Exception):
-                ns._pyroRelease()
 
     def traders(self) -> dict[int, str]:
         return rpc.list_traders(self.ns())

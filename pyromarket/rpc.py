@@ -29,7 +29,7 @@ from . import errors
 from .errors import InvalidRequest, MarketError, Unavailable
 
 __all__ = [
-    "configure", "register_errors", "expose", "remote", "proxy", "ThreadLocalProxy", "Server", "nameserver",
+    "configure", "register_errors", "expose", "release", "remote", "proxy", "ThreadLocalProxy", "Server", "nameserver",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name", "remove_name_if", "CommunicationError", "peer_uri",
 ]
@@ -110,6 +110,14 @@ def remote(fn: Callable) -> Callable:
     return guarded
 
 
+def release(p: Pyro5.api.Proxy | None) -> None:
+    """Close a proxy's connection, whatever state it is in; None is fine."""
+    if p is not None:
+        with contextlib.suppress(Exception):
+            p._pyroClaimOwnership()
+            p._pyroRelease()
+
+
 def proxy(uri: str, timeout_s: float) -> Pyro5.api.Proxy:
     """A proxy with a deadline on every call and no automatic retries."""
     p = Pyro5.api.Proxy(uri)
@@ -137,18 +145,13 @@ class ThreadLocalProxy:
 
     def reset(self) -> None:
         """Drop this thread's proxy (after a failure) so the next get() reconnects."""
-        p = getattr(self._local, "proxy", None)
-        if p is not None:
-            self._local.proxy = None
-            with contextlib.suppress(Exception):
-                p._pyroRelease()
+        release(getattr(self._local, "proxy", None))
+        self._local.proxy = None
 
     def close(self) -> None:
         with self._lock:
             for p in self._all:
-                with contextlib.suppress(Exception):
-                    p._pyroClaimOwnership()
-                    p._pyroRelease()
+                release(p)
             self._all.clear()
 
 
