@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import cache, core, failover
+from bench import cache, core, failover, ratio
 
-EXPERIMENTS = {"core": core, "cache": cache, "failover": failover}
+EXPERIMENTS = {"core": core, "cache": cache, "failover": failover, "ratio": ratio}
 
 
 def main(argv: list[str] | None = None) -> int:

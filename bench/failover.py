@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench import harness
+from bench import harness, plots
 from pyromarket import rpc
 
 DESCRIPTION = "throughput before and after a trader is killed, vs one trader alone"
@@ -127,6 +127,8 @@ def run(args) -> dict:
     summary["after_over_before"] = round(summary["after_per_s"] / summary["before_per_s"], 3)
     harness.write_csv(out / "results.csv", rows)
     harness.write_csv(out / "series.csv", series)
+    plots.failover_series(series, statistics.median(r["killed_at_s"] for r in rows),
+                          out / "failover.png")
     harness.write_json(out / "meta.json", {
         "experiment": "failover", "machine": harness.machine_note(), "reps": reps,
         "warm_s": warm_s, "after_s": after_s, "settle_s": settle_s,

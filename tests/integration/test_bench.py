@@ -42,3 +42,16 @@ def test_quick_failover_run_detects_the_kill(tmp_path):
     assert meta["summary"]["detection_s"] is not None and meta["summary"]["detection_s"] > 0
     assert meta["summary"]["before_per_s"] > 0 and meta["summary"]["after_per_s"] > 0
     assert (folder / "series.csv").exists()
+
+
+def test_quick_ratio_run_draws_its_figure(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench", "ratio", "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [folder] = list(tmp_path.glob("ratio-*"))
+    png = (folder / "selling_vs_ratio.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    with open(folder / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["split"] for r in rows] == ["1:7", "4:4", "7:1"]
+    assert all(float(r["buy_requests"]) > 0 for r in rows)

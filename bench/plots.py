@@ -1,0 +1,52 @@
+"""Figures for the experiments, drawn with seaborn from the experiments' own CSV rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")                    # files only; no display needed
+import matplotlib.pyplot as plt          # noqa: E402
+import pandas as pd                      # noqa: E402
+import seaborn as sns                    # noqa: E402
+
+__all__ = ["selling_vs_ratio", "failover_series"]
+
+
+def selling_vs_ratio(rows: list[dict], path: Path) -> Path:
+    """Over-sells and actual under-sells (% of buy requests) against buyers:sellers."""
+    df = pd.DataFrame(rows).melt(id_vars=["ratio", "split"],
+                                 value_vars=["oversell_pct", "undersell_pct"],
+                                 var_name="kind", value_name="percent")
+    df["kind"] = df["kind"].map({"oversell_pct": "over-sells", "undersell_pct": "actual under-sells"})
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=df, x="ratio", y="percent", hue="kind", marker="o", errorbar="sd", ax=ax)
+    ax.set_xscale("log", base=2)
+    ticks = df.drop_duplicates("ratio").sort_values("ratio")
+    ax.set_xticks(ticks["ratio"], ticks["split"])
+    ax.minorticks_off()
+    ax.set_xlabel("buyers : sellers (log scale)")
+    ax.set_ylabel("% of buy requests")
+    ax.set_title("Cached traders: selling errors against the buyer:seller ratio")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def failover_series(series: list[dict], killed_at_s: float, path: Path) -> Path:
+    """Goods shipped per second over time, with the kill marked."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    sns.lineplot(data=pd.DataFrame(series), x="t_s", y="shipped_per_s", hue="rep",
+                 palette="deep", ax=ax, legend="brief")
+    ax.axvline(killed_at_s, color="red", linestyle="--", label="trader 2 killed")
+    ax.set_xlabel("seconds since the market started trading")
+    ax.set_ylabel("goods shipped per second")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
