@@ -25,7 +25,6 @@ class Market:
     def __init__(self, cfg: config.MarketConfig, config_path: str, run_dir: str):
         self.cfg, self.config_path, self.run_dir = cfg, os.path.abspath(config_path), run_dir
         self.services: dict[str, Service] = {}
-        self.own_nameserver = False
         self.trader_peers: set[int] = set()     # peer ids elected as traders
         self.baseline: dict | None = None       # warehouse state before any peer ran
         self._local = threading.local()         # one name-server proxy per thread
@@ -161,7 +160,6 @@ class Market:
     def _ensure_nameserver(self) -> None:
         if self._nameserver_answers():
             return
-        self.own_nameserver = True
         self._spawn("nameserver", "nameserver", [], ready=self._nameserver_answers)
 
     def _nameserver_answers(self) -> bool:

@@ -28,10 +28,6 @@ class Order:
     origin: str = ""      # who forwarded it ("trader 1", "repl"), for logs and the ledger
     epoch: int = 0        # the forwarding trader's leadership epoch (fencing)
 
-    def to_wire(self) -> dict:
-        return {"kind": self.kind, "product": self.product, "qty": self.qty,
-                "request_id": self.request_id, "origin": self.origin, "epoch": self.epoch}
-
     def to_row(self) -> tuple:
         """The compact form `Warehouse.apply` takes: serpent parses a tuple about twice
         as fast as the equivalent dict, and apply() is the trader's hot path."""

@@ -121,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     market = Market(cfg, args.config, _run_dir(cfg, args.run_dir))
     code = 0
     try:
-        print(f"starting the market from {args.config}; logs in {market.run_dir}", flush=True)
+        print(f"starting the market from {args.config} ({cfg.buyers_count} buyers, "
+              f"{cfg.sellers_count} sellers, N_t={cfg.traders.count}, {cfg.traders.mode} mode); "
+              f"logs in {market.run_dir}", flush=True)
         market.start()
         _run(market, args.duration)
     except (RuntimeError, TimeoutError, Unavailable) as exc:

@@ -37,8 +37,7 @@ def test_bad_request_ids_are_refused(rid):
 
 def test_good_order_passes():
     order = check("sell", "fish", 100, "r9", products=PRODUCTS, max_qty=100, origin="trader 2")
-    assert order.to_wire() == {"kind": "sell", "product": "fish", "qty": 100, "request_id": "r9",
-                               "origin": "trader 2", "epoch": 0}
+    assert order.to_row() == ("sell", "fish", 100, "r9", "trader 2", 0)
 
 
 @pytest.mark.parametrize("cls", errors.REMOTE_ERRORS)
