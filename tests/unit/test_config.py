@@ -154,3 +154,12 @@ def test_forced_exit_must_name_a_real_trader():
            r"faults\.exit_traders")
     cfg = config.from_dict(config_dict(ROLES, faults={"exit_traders": [{"trader": 2, "after_s": 5}]}))
     assert cfg.faults.exit_traders[0].after_s == 5.0
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+    paths = sorted(Path("conf").glob("*.yaml"))
+    assert len(paths) >= 3
+    for path in paths:
+        cfg = config.load(path)
+        assert cfg.traders.count <= len(cfg.peers), path
