@@ -87,7 +87,7 @@ class TraderDirectory:
 
     def close(self) -> None:
         for n in list(self._proxies):
-            self.forget(n)
+            self.forget(n, suspect=False)
 
 
 class Trading:

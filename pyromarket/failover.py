@@ -50,6 +50,7 @@ class Failover:
             now = time.monotonic()
             if self.monitor.paused(now):
                 self._check_fenced()
+            self._absorb_told_dead()
             for n in self.monitor.due(now):
                 ok = self._ping(n)
                 if not ok:
@@ -60,9 +61,20 @@ class Failover:
         self._release()
 
     def note_dead(self, n: int) -> None:
-        """Another survivor already took over from trader n: stop watching it."""
+        """Another survivor already took over from trader n: stop watching it.
+        Called from a Pyro5 worker thread; the heartbeat thread applies it."""
         with self._lock:
             self._told_dead.add(n)
+
+    def _absorb_told_dead(self) -> None:
+        with self._lock:
+            told, self._told_dead = self._told_dead, set()
+        for n in told:
+            if n not in self.monitor.dead:
+                self.monitor.mark_dead(n)
+                self._drop(n)
+                self.log(f"Trader {self.me} stops watching Trader {n}: another survivor "
+                         f"declared it dead")
 
     def take_over(self, n: int) -> None:
         self.detected_at[n] = time.time()
@@ -78,10 +90,6 @@ class Failover:
     # --- steps ------------------------------------------------------------------------------
 
     def _ping(self, n: int) -> bool:
-        with self._lock:
-            if n in self._told_dead:
-                self.monitor.record(n, False, float("inf"))   # another survivor took over
-                return False
         try:
             with rpc.translated(f"trader {n}"):
                 p = self._proxies.get(n)

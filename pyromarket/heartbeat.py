@@ -61,6 +61,11 @@ class HeartbeatMonitor:
             return True
         return False
 
+    def mark_dead(self, other: int) -> None:
+        """Stop watching `other`: someone else already declared it dead."""
+        if other in self._missed:
+            self.dead.add(other)
+
     def add(self, other: int) -> None:
         """Start watching a (new) trader."""
         self._missed[other] = 0

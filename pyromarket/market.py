@@ -118,14 +118,22 @@ class Market:
                     out[p.id] = proxy.status()
         return out
 
-    def accuracy(self) -> dict:
-        """Over-sells and *actual* under-sells since start(), each as % of buy requests.
-        Under-sells are decided against the ledger's stock at each denial's instant."""
-        stats, denials = {}, []
+    def trader_reports(self) -> dict[int, dict]:
+        """{n: {"stats", "denials"}} from every registered trader that answers."""
+        reports = {}
         for n, uri in sorted(self.traders().items()):
-            with rpc.translated(f"trader {n}"), rpc.proxy(uri, 10.0) as t:
-                stats[n] = t.stats()
-                denials += _paged(t.denials)
+            with contextlib.suppress(Unavailable), rpc.translated(f"trader {n}"), \
+                    rpc.proxy(uri, 10.0) as t:
+                reports[n] = {"stats": t.stats(), "denials": _paged(t.denials)}
+        return reports
+
+    def accuracy(self, reports: dict[int, dict] | None = None) -> dict:
+        """Over-sells and *actual* under-sells since start(), each as % of buy requests.
+        Under-sells are decided against the ledger's stock at each denial's instant.
+        `reports` (from trader_reports) saves asking the traders again."""
+        reports = self.trader_reports() if reports is None else reports
+        stats = {n: r["stats"] for n, r in reports.items()}
+        denials = [d for r in reports.values() for d in r["denials"]]
         with rpc.translated("warehouse"), self.warehouse() as w:
             rows = _paged(w.ledger, start=self.baseline["last_seq"], cursor=lambda r: r["seq"])
         seed = {p: e["stock"] for p, e in self.baseline["inventory"].items()}

@@ -2,12 +2,13 @@
 
 A trader takes buys and sells from peers and decides them with an inventory strategy
 (inventory.py): in cache-less `sync` mode every order goes to the warehouse; in
-`cached` mode a TTL cache of stock and versions lets it deny some buys locally. Orders reach the warehouse through a `WarehouseLink`: while one `apply`
-call is in flight, orders from other peers queue, and the next call carries them all
-(batching.Batcher). Each trader thread uses its own warehouse proxy. A forward that fails is
-retried with the same request_id until the trader's budget (rpc.warehouse_timeout_s)
-runs out; then the peer gets `Unavailable` and retries, again with the same id.
-Registered in the name server as `market.trader.<n>`.
+`cached` mode a TTL cache of stock and versions lets it deny some buys locally.
+Orders reach the warehouse through a `WarehouseLink`: while one `apply` call is in
+flight, orders from other peers queue, and the next call carries them all
+(batching.Batcher). Each trader thread uses its own warehouse proxy. A forward that
+fails is retried with the same request_id until the trader's budget
+(rpc.warehouse_timeout_s) runs out; then the peer gets `Unavailable` and retries, again
+with the same id. Registered in the name server as `market.trader.<n>`.
 """
 
 from __future__ import annotations

@@ -49,3 +49,10 @@ def test_after_its_first_answer_a_trader_gets_no_grace():
     m = HeartbeatMonitor([2], interval_s=0.2, timeout_s=0.2, misses=2, now=0.0, grace_s=5.0)
     m.record(2, True, 0.2)
     assert [m.record(2, False, t) for t in (0.4, 0.6)] == [False, True]
+
+
+def test_a_trader_marked_dead_by_someone_else_is_no_longer_pinged():
+    m = HeartbeatMonitor([2, 3], interval_s=0.2, timeout_s=0.2, misses=3, now=0.0)
+    m.mark_dead(3)
+    assert m.due(0.0) == [2] and m.dead == {3}
+    assert m.record(3, False, 0.1) is False          # never "newly dead" a second time
