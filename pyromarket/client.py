@@ -37,6 +37,7 @@ class TraderDirectory:
         self._suspect_until: dict[int, float] = {}   # trader n -> when to trust it again
         self._quarantine_s = 2 * cfg.rpc.call_timeout_s
         self._down: set[int] = set()                 # told by a survivor; other threads write
+        self._up: set[int] = set()                   # told by a launched trader
         self._down_lock = threading.Lock()
 
     def note_down(self, n: int) -> None:
@@ -44,13 +45,22 @@ class TraderDirectory:
         with self._down_lock:
             self._down.add(n)
 
+    def note_up(self, n: int) -> None:
+        """Trader n (new, or a replacement) now serves: look the names up again."""
+        with self._down_lock:
+            self._up.add(n)
+
     def pick(self):
         """(n, proxy) of a random live trader; raises Unavailable if none is registered."""
         with self._down_lock:
             down, self._down = self._down, set()
+            up, self._up = self._up, set()
         for n in down:
             self.forget(n)
-        if self._due():
+        for n in up:                      # a replacement's URI differs from the dead one's
+            self.forget(n, suspect=False)
+            self._suspect_until.pop(n, None)
+        if up or self._due():
             self.refresh()
         if not self._proxies:
             raise Unavailable("no trader is registered yet")

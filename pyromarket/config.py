@@ -23,7 +23,8 @@ from .errors import ConfigError
 __all__ = [
     "Endpoint", "WarehouseConfig", "PeerConfig", "TraderConfig", "CacheConfig", "HeartbeatConfig",
     "TraderExit", "FaultConfig", "CpuConfig", "BuyerConfig",
-    "SellerConfig", "RpcConfig", "ElectionConfig", "LogConfig", "MarketConfig",
+    "SellerConfig", "RpcConfig", "ElectionConfig", "LogConfig", "AutoscaleConfig", "Ec2Config",
+    "MarketConfig",
     "load", "from_dict", "DEFAULT_PATH",
 ]
 
@@ -31,6 +32,7 @@ DEFAULT_PATH = "conf/market.yaml"
 ROLES = ("buyer", "seller")
 MODES = ("sync", "cached")
 SYNC_LEVELS = ("FULL", "NORMAL")
+LAUNCHERS = ("local", "ec2")
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,31 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class Ec2Config:
+    region: str                 # AWS region of the replicas
+    image_id: str               # an AMI with python3 (user-data installs the project)
+    instance_type: str          # e.g. t3.micro
+    package: str                # what user-data pip-installs, e.g. "pyromarket @ git+https://..."
+    endpoint_url: str           # "" for AWS itself; a moto server's URL in tests
+    subnet_id: str              # "" for the default subnet
+    security_group_ids: tuple[str, ...]
+    key_name: str               # "" for none
+
+
+@dataclass(frozen=True)
+class AutoscaleConfig:
+    enabled: bool               # watch the load and launch trader replicas (the spec's A5)
+    window_s: float             # the sliding load window (the spec: 60 s)
+    threshold: int              # requests per window per live trader that trigger one more trader
+    max_traders: int            # cap on live traders, the elected ones included
+    cooldown_s: float           # least time between two scale-outs
+    replace_failed: bool        # launch a replacement when a trader is declared dead
+    launcher: str               # local (a process on this machine) | ec2 (boto3, `.[aws]`)
+    replica_host: str           # the address a local replica's daemon listens on
+    ec2: Ec2Config | None = None
+
+
+@dataclass(frozen=True)
 class MarketConfig:
     nameserver: Endpoint
     warehouse: WarehouseConfig
@@ -140,6 +167,7 @@ class MarketConfig:
     rpc: RpcConfig
     election: ElectionConfig
     logs: LogConfig
+    autoscale: AutoscaleConfig
     source: str = field(default="<dict>", compare=False)
 
     @property
@@ -227,16 +255,37 @@ def _validate_numbers(cfg: MarketConfig) -> None:
          "must be at least the number of peers + 4: every connected proxy holds a worker"),
         ("election.startup_timeout_s", cfg.election.startup_timeout_s > 0, "must be > 0"),
         ("election.message_timeout_s", cfg.election.message_timeout_s > 0, "must be > 0"),
+        *_autoscale_checks(cfg),
     ]
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{key}: {why}")
 
 
+def _autoscale_checks(cfg: MarketConfig) -> list[tuple[str, bool, str]]:
+    a = cfg.autoscale
+    return [
+        ("autoscale.window_s", a.window_s > 0, "must be > 0"),
+        ("autoscale.threshold", a.threshold >= 1, "must be >= 1"),
+        ("autoscale.max_traders", 1 <= a.max_traders <= 64 and
+         (not a.enabled or cfg.traders.count <= a.max_traders),
+         "must be between traders.count and 64"),
+        ("autoscale.cooldown_s", a.cooldown_s >= 0, "must be >= 0"),
+        ("autoscale.launcher", a.launcher in LAUNCHERS, f"must be one of {LAUNCHERS}"),
+        ("autoscale.ec2", a.launcher != "ec2" or a.ec2 is not None,
+         "is required when autoscale.launcher is ec2"),
+    ]
+
+
 # --- building dataclasses from plain data, strictly -------------------------------
 
 def _check_type(value: Any, hint: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):        # only `X | None` is used
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        return _check_type(value, inner, path)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
     if origin is tuple:

@@ -1,4 +1,4 @@
-"""A trader's heartbeat loop and takeover (the spec's A4), on its own thread.
+"""A trader's heartbeat loop, takeover (the spec's A4) and autoscaling (A5), on one thread.
 
 Every heartbeat.interval_s the trader pings every other live trader, each ping with its
 own deadline (heartbeat.HeartbeatMonitor keeps the score). When a trader misses
@@ -9,6 +9,12 @@ heartbeat.misses pings in a row, this survivor takes over, in this order:
 Each step is idempotent, so with N_t > 2 every survivor may do it. A trader whose own
 loop finds it was paused longer than the detection window asks the warehouse whether it
 was fenced meanwhile, and steps down if so.
+
+The loop re-reads the traders' names every REFRESH_S, so it starts watching a trader
+that was launched (or replaced) later. With autoscaling on, the coordinator (the live
+trader with the lowest n) feeds the loads that pings report to autoscale.ScalePolicy
+and has its Launcher start a trader when the policy says so, or when it took over from a
+dead trader and `autoscale.replace_failed` is set.
 """
 
 from __future__ import annotations
@@ -18,27 +24,35 @@ import threading
 import time
 
 from . import config, rpc
+from .autoscale import Decision, ScalePolicy
 from .errors import MarketError, Unavailable
-from .eventlog import EventLog
+from .eventlog import EventLog, stamp
 from .heartbeat import HeartbeatMonitor
 from .trader import Trader, WarehouseLink
 
 __all__ = ["Failover", "TRADER_OBJECT"]
 
 TRADER_OBJECT = "market.trader"
+REFRESH_S = 1.0          # how often the trader names are re-read
 
 
 class Failover:
     def __init__(self, trader: Trader, link: WarehouseLink, cfg: config.MarketConfig,
-                 traders: dict[int, int], log: EventLog):
-        """`traders`: {trader index: peer id} as the election decided."""
+                 traders: dict[int, str], log: EventLog, launcher=None, location: str = ""):
+        """`traders`: {n: uri} of the other traders known now; `launcher`: set when
+        autoscaling is on; `location`: this process's host:port (not told of its own fall)."""
         self.trader, self.link, self.cfg, self.log = trader, link, cfg, log
-        self.me = trader.index
-        self._peer_of = dict(traders)
-        hb = cfg.heartbeat
-        self.monitor = HeartbeatMonitor([n for n in traders if n != self.me], hb.interval_s,
-                                         hb.timeout_s, hb.misses, time.monotonic(),
-                                         grace_s=cfg.election.startup_timeout_s)
+        self.me, self._location = trader.index, location
+        self._uris = {n: u for n, u in traders.items() if n != self.me}
+        hb, a = cfg.heartbeat, cfg.autoscale
+        self.monitor = HeartbeatMonitor(list(self._uris), hb.interval_s, hb.timeout_s, hb.misses,
+                                        time.monotonic(), grace_s=cfg.election.startup_timeout_s)
+        self._launcher = launcher
+        self.policy = ScalePolicy(a.threshold, a.max_traders, a.cooldown_s) if launcher else None
+        self._loads: dict[int, int] = {}       # n -> requests in its window, from its pings
+        self._epochs: dict[int, int] = {}      # n -> the epoch its pings showed
+        self._ns = None
+        self._refresh_at = time.monotonic() + REFRESH_S
         self._proxies: dict[int, object] = {}
         self._told_dead: set[int] = set()
         self._lock = threading.Lock()
@@ -51,14 +65,23 @@ class Failover:
             if self.monitor.paused(now):
                 self._check_fenced()
             self._absorb_told_dead()
+            if now >= self._refresh_at:
+                self._refresh_at = now + REFRESH_S
+                self._refresh()
             for n in self.monitor.due(now):
                 ok = self._ping(n)
                 if not ok:
                     self.log(f"Trader {self.me} got no answer to a heartbeat from Trader {n}")
                 if self.monitor.record(n, ok, now):
                     self.take_over(n)
+            self._autoscale(now)
             stop.wait(step)
         self._release()
+
+    @property
+    def coordinator(self) -> bool:
+        """The live trader with the lowest n decides scaling and replacements."""
+        return self.me == min([self.me, *self.monitor.live])
 
     def note_dead(self, n: int) -> None:
         """Another survivor already took over from trader n: stop watching it.
@@ -86,6 +109,65 @@ class Failover:
         self._broadcast(n, sorted(live))
         alone = "the sole trader" if len(live) == 1 else f"one of traders {sorted(live)}"
         self.log(f"Trader {self.me} has taken over from Trader {n} and is now {alone}")
+        if self.policy and self.cfg.autoscale.replace_failed and self.coordinator:
+            decision = self.policy.replacement(time.monotonic(), n, self._live_loads())
+            if decision is not None:
+                self._launch(decision)
+
+    # --- autoscaling --------------------------------------------------------------------------
+
+    def _autoscale(self, now: float) -> None:
+        if self.policy is None or not self.coordinator:
+            return
+        taken = {self.me, *self._uris, *self.monitor.dead}
+        decision = self.policy.decide(now, self._live_loads(), taken)
+        if decision is not None:
+            self._launch(decision)
+
+    def _live_loads(self) -> dict[int, int]:
+        loads = {n: self._loads.get(n, 0) for n in self.monitor.live}
+        loads[self.me] = self.trader.load.count(time.monotonic())
+        return loads
+
+    def _launch(self, d: Decision) -> None:
+        """Record the scale event, then start the trader on a thread of its own (an EC2
+        call may take a while; heartbeats must go on)."""
+        a, at = self.cfg.autoscale, time.time()
+        why = (f"its load of {d.mean_load:.0f} requests per {a.window_s:g} s per trader passed "
+               f"{a.threshold}" if d.kind == "scale_out" else f"Trader {d.index} was declared dead")
+        event = {"at": at, "time": stamp(at), "kind": d.kind, "trader": d.index, "by": self.me,
+                 "mean_load": round(d.mean_load, 1), "live": d.live, "handle": None}
+        self.trader.scale_events.append(event)
+        verb = "launches a new" if d.kind == "scale_out" else "launches a replacement"
+        self.log(f"Trader {self.me} {verb} Trader {d.index}: {why} ({d.live} live, cap "
+                 f"{a.max_traders})")
+
+        def launch() -> None:
+            try:
+                event["handle"] = self._launcher.launch(d.index)
+                self.log(f"Trader {self.me} started Trader {d.index} ({event['handle']})")
+            except Exception as exc:             # a launcher error must not end the heartbeats
+                event["handle"] = f"failed: {exc}"
+                self.log(f"Trader {self.me} could not start Trader {d.index}: {exc}")
+        threading.Thread(target=launch, name=f"launch-{d.index}", daemon=True).start()
+
+    def _refresh(self) -> None:
+        """Watch traders that registered since (launched replicas, replacements)."""
+        try:
+            if self._ns is None:
+                self._ns = rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port)
+            found = rpc.list_traders(self._ns)
+        except (Unavailable, rpc.CommunicationError):
+            rpc.release(self._ns)
+            self._ns = None
+            return
+        for n, uri in found.items():
+            if n != self.me and self._uris.get(n) != uri:
+                self._uris[n] = uri
+                self._drop(n)
+                self._epochs.pop(n, None)
+                self.monitor.add(n)
+                self.log(f"Trader {self.me} now watches Trader {n} at {uri}")
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -94,10 +176,9 @@ class Failover:
             with rpc.translated(f"trader {n}"):
                 p = self._proxies.get(n)
                 if p is None:
-                    peer = self.cfg.peer(self._peer_of[n])
-                    p = self._proxies[n] = rpc.proxy(
-                        f"PYRO:{TRADER_OBJECT}@{peer.host}:{peer.port}", self.cfg.heartbeat.timeout_s)
-                p.ping()
+                    p = self._proxies[n] = rpc.proxy(self._uris[n], self.cfg.heartbeat.timeout_s)
+                reply = p.ping()
+            self._loads[n], self._epochs[n] = reply.get("load", 0), reply["epoch"]
             return True
         except MarketError:                 # Unavailable, or NotATrader (it stepped down)
             self._drop(n)
@@ -106,7 +187,7 @@ class Failover:
     def _fence(self, n: int) -> None:
         for attempt in range(5):
             try:
-                epoch = self.link.fence(n, self.me)
+                epoch = self.link.fence(n, self.me, self._epochs.get(n, 0))
                 self.log(f"Trader {self.me} had the warehouse fence Trader {n} (epoch {epoch})")
                 return
             except MarketError as exc:
@@ -115,8 +196,7 @@ class Failover:
 
     def _unlist(self, n: int) -> None:
         """Remove market.trader.<n>, unless it already names someone else (a replacement)."""
-        peer = self.cfg.peer(self._peer_of[n])
-        dead_uri = f"PYRO:{TRADER_OBJECT}@{peer.host}:{peer.port}"
+        dead_uri = self._uris[n]
         try:
             with rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port) as ns:
                 rpc.remove_name_if(ns, rpc.trader_name(n), dead_uri)
@@ -125,9 +205,9 @@ class Failover:
             self.log(f"Trader {self.me} could not unlist Trader {n}: {exc}")
 
     def _broadcast(self, n: int, live: list[int]) -> None:
-        dead_peer, my_peer = self._peer_of.get(n), self._peer_of[self.me]
+        skip = {self._location, self._uris[n].split("@", 1)[1]}   # this process, the dead one
         for peer in self.cfg.peers:
-            if peer.id in (dead_peer, my_peer):
+            if f"{peer.host}:{peer.port}" in skip:
                 continue
             try:
                 with rpc.translated(f"peer {peer.id}"), \
@@ -151,3 +231,5 @@ class Failover:
     def _release(self) -> None:
         for n in list(self._proxies):
             self._drop(n)
+        rpc.release(self._ns)
+        self._ns = None

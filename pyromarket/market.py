@@ -16,7 +16,9 @@ from typing import Any
 
 from . import audit, config, rpc
 from .errors import Unavailable
-from .process import Service, python_module, stop_all, wait_until
+from .launcher import replica_pids
+from .process import Service, python_module, stop_all, stop_pids, wait_until
+from .replica import OWNER_ENV
 
 __all__ = ["Market"]
 
@@ -64,9 +66,15 @@ class Market:
                   [s for n, s in self.services.items() if n in traders],
                   [s for n, s in self.services.items() if n == "warehouse"],
                   [s for n, s in self.services.items() if n == "nameserver"]]
-        for phase in phases:
+        for i, phase in enumerate(phases):
             stop_all(phase)
+            if i == 1:
+                stop_pids(replica_pids(self.run_dir))    # launched traders, wherever from
         self._drop_ns()
+
+    def replicas(self) -> list[int]:
+        """Pids of the trader replicas launched on this machine for this run, still alive."""
+        return replica_pids(self.run_dir)
 
     def stop_clients(self) -> None:
         """Stop the buyers and sellers (they finish their in-flight requests); keep the rest."""
@@ -157,7 +165,9 @@ class Market:
         if old is not None:
             old.stop()
         argv = python_module(module, "--config", self.config_path, "--run-dir", self.run_dir, *extra)
-        service = Service(name, argv, ready, output_path=os.path.join(self.run_dir, f"{name}.out"))
+        env = {**os.environ, OWNER_ENV: str(os.getpid())}      # replicas watch this pid
+        service = Service(name, argv, ready, output_path=os.path.join(self.run_dir, f"{name}.out"),
+                          env=env)
         self.services[name] = service
         return service.start() if wait else service.launch()
 
@@ -205,15 +215,15 @@ class Market:
         statuses = self.statuses()
         if len(statuses) < len(self.cfg.peers) or not all(s["decided"] for s in statuses.values()):
             return False
-        try:
-            if len(self.traders()) != self.cfg.traders.count:
-                return False
-        except Unavailable:
-            return False
-        traders = {pid for pid, s in statuses.items() if s["role"] == "trader"}
+        traders = {pid: s["trader_index"] for pid, s in statuses.items() if s["role"] == "trader"}
         if len(traders) != self.cfg.traders.count:
             return False                        # a name is up before its peer says so
-        self.trader_peers = traders
+        try:
+            if not set(traders.values()) <= set(self.traders()):
+                return False                    # (autoscaling may add names early)
+        except Unavailable:
+            return False
+        self.trader_peers = set(traders)
         return True
 
 

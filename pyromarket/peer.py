@@ -22,10 +22,10 @@ from typing import Sequence
 from . import config, rpc, runtime
 from .client import Trading
 from .election import RingElection, Send, check_message, trader_index
-from .errors import InvalidRequest, MarketError, Unavailable
+from .errors import InvalidRequest, Unavailable
 from .eventlog import EventLog
 from .failover import TRADER_OBJECT, Failover
-from .trader import Trader, WarehouseLink
+from .post import TradingPost
 
 __all__ = ["PeerNode", "ElectionDriver", "main"]
 
@@ -129,6 +129,17 @@ class PeerNode:
         return True
 
     @rpc.remote
+    def trader_up(self, trader: int, uri: str) -> bool:
+        """A launched trader's broadcast: it now serves as `market.trader.<trader>`."""
+        if not isinstance(trader, int) or isinstance(trader, bool) or not isinstance(uri, str):
+            raise InvalidRequest("trader_up(trader: int, uri: str)")
+        if self.trading is not None:
+            self.trading.directory.note_up(trader)
+        self._log(f"Peer {self.me.id} was told that Trader {trader} now serves at {uri}; "
+                  f"it picks among all live traders from now on")
+        return True
+
+    @rpc.remote
     def status(self) -> dict:
         traders = self._driver.traders
         role = "trader" if self.trader_index else self.me.role
@@ -148,61 +159,25 @@ class PeerNode:
 
 
 def _become_trader(node: PeerNode, cfg: config.MarketConfig, server: rpc.Server,
-                   log: EventLog, run_dir: str | None, stop: threading.Event):
+                   log: EventLog, args, stop: threading.Event) -> TradingPost:
     index = trader_index(node.traders, node.me.id)
-    trader_log = runtime.open_log(run_dir, cfg, f"trader-{index}")
-    if cfg.cpu.pin_traders:
-        _pin(index, trader_log)
-    ns_addr = f"{cfg.nameserver.host}:{cfg.nameserver.port}"
-    link = WarehouseLink(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{ns_addr}", cfg.rpc.warehouse_timeout_s,
-                         cfg.warehouse.batch_max)
-    epoch = _join(link, index, stop)
-    trader = Trader(index, node.me.id, cfg, link, trader_log, epoch)
-    uri = server.register(trader, TRADER_OBJECT)
-    node.trader_index, node.trader_uri = index, uri     # status() says "trader" before
-    ns = runtime.connect_ns(cfg, stop=stop)             # anyone can find the name
-    rpc.register_name(ns, rpc.trader_name(index), uri)
-    msg = (f"Peer {node.me.id} was elected and now serves as Trader {index} ({uri}, epoch "
-           f"{epoch}); it no longer buys or sells")
-    log(msg)
-    trader_log(msg)
-    peers_of = {trader_index(node.traders, p): p for p in node.traders}
-    node.failover = Failover(trader, link, cfg, peers_of, trader_log)
-    threading.Thread(target=node.failover.run, args=(stop,), name="heartbeat", daemon=True).start()
-    _schedule_exit(cfg, index, trader_log)
-    return ns, link, trader_log
-
-
-def _join(link: WarehouseLink, index: int, stop: threading.Event) -> int:
-    """This trader's epoch from the warehouse, retrying while the warehouse starts."""
-    for delay in runtime.backoff_delays(0.05, 1.0):
-        try:
-            return link.join(index)
-        except Unavailable:
-            if stop.wait(delay):
-                raise
-
-
-def _pin(index: int, log: EventLog) -> None:
-    """Trader n on core (n-1) mod cores: a survivor cannot take over a dead trader's core."""
+    post = TradingPost(index, node.me.id, cfg, server, args.run_dir, args.config, stop)
     cores = sorted(os.sched_getaffinity(0))
-    core = cores[(index - 1) % len(cores)]
-    os.sched_setaffinity(0, {core})
-    log(f"Trader {index} is pinned to CPU core {core}")
+    uri = post.open(core=cores[(index - 1) % len(cores)] if cfg.cpu.pin_traders else None)
+    node.trader_index, node.trader_uri = index, uri     # status() says "trader" before
+    others = {trader_index(node.traders, p): _trader_uri(cfg.peer(p))  # anyone can find
+              for p in node.traders if p != node.me.id}                # the name
+    post.publish(others)
+    node.failover = post.failover
+    msg = (f"Peer {node.me.id} was elected and now serves as Trader {index} ({uri}, epoch "
+           f"{post.trader.epoch}); it no longer buys or sells")
+    log(msg)
+    post.log(msg)
+    return post
 
 
-def _schedule_exit(cfg: config.MarketConfig, index: int, log: EventLog) -> None:
-    """The spec's forced failure: exit after_s seconds in, as the config's faults say."""
-    for fault in cfg.faults.exit_traders:
-        if fault.trader == index:
-            def die() -> None:
-                log(f"Trader {index} exits now, {fault.after_s} s after its election, as "
-                    f"faults.exit_traders says")
-                log.close()
-                os._exit(3)
-            timer = threading.Timer(fault.after_s, die)
-            timer.daemon = True                 # never holds up a normal stop
-            timer.start()
+def _trader_uri(peer: config.PeerConfig) -> str:
+    return f"PYRO:{TRADER_OBJECT}@{peer.host}:{peer.port}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,35 +196,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"Peer {me.id} ({me.role}) listening at {me.host}:{me.port}")
     elector = threading.Thread(target=driver.run, args=(stop,), name="election", daemon=True)
     elector.start()
-    ns = link = trader_log = None
+    post = None
     try:
         while not stop.is_set() and not driver.decided.wait(0.1):
             pass
         if stop.is_set():
             return 0
         if me.id in driver.traders:
-            ns, link, trader_log = _become_trader(node, cfg, server, log, args.run_dir, stop)
+            post = _become_trader(node, cfg, server, log, args, stop)
             stop.wait()
         else:
             node.trading = Trading(me, cfg, log, stop)
             node.trading.run()
     finally:
-        _shut_down(node, ns, link, server, log)
-        if trader_log is not None:
-            trader_log.close()
+        if post is not None:
+            post.close()
+        server.close()
+        log(f"Peer {node.me.id} stopped")
+        log.close()
         elector.join(2.0)
     return 0
-
-
-def _shut_down(node: PeerNode, ns, link, server: rpc.Server, log: EventLog) -> None:
-    if node.trader_index and ns is not None:
-        with contextlib.suppress(MarketError):
-            rpc.remove_name_if(ns, rpc.trader_name(node.trader_index), node.trader_uri)
-    server.close()
-    if link is not None:
-        link.close()
-    log(f"Peer {node.me.id} stopped")
-    log.close()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import time
 from typing import Callable, Sequence
 
 __all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "stop_all",
-           "free_ports"]
+           "free_ports", "alive", "stop_pids"]
 
 _LIVE: "set[Service]" = set()
 
@@ -170,6 +170,37 @@ def stop_all(services: "list[Service]", grace_s: float = 5.0) -> None:
         service.wait(max(0.0, deadline - time.monotonic()))
     for service in services:
         service.stop(grace_s=0.0)
+
+
+def alive(pid: int, expect: bytes | None = None) -> bool:
+    """Whether `pid` runs (a zombie does not count); with `expect`, only if its command
+    line contains it, so a recycled pid is never mistaken for ours."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        if state in (b"Z", b"X"):
+            return False
+        if expect is not None:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                return expect in fh.read()
+        return True
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def stop_pids(pids: "list[int]", grace_s: float = 5.0) -> None:
+    """Stop processes that are not our children (each leads its own group): SIGTERM,
+    then SIGKILL whatever still runs after `grace_s`."""
+    for sig in (signal.SIGCONT, signal.SIGTERM):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+    deadline = time.monotonic() + grace_s
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 @atexit.register

@@ -69,7 +69,14 @@ def summarize(market: Market, before: dict, elapsed_s: float) -> dict:
             "goods_stocked": after["stocked_units"] - before["stocked_units"],
             "orders_per_commit": after["orders_per_commit"], "traders": traders,
             "conservation_ok": all(e["ok"] for e in audit.values()),
+            "scale_events": scale_events(traders.values()),
             "run_dir": market.run_dir}
+
+
+def scale_events(trader_stats) -> list[dict]:
+    """Every launch the live traders decided, oldest first, each once."""
+    seen = {(e["at"], e["trader"], e["by"]): e for t in trader_stats for e in t.get("scale_events", ())}
+    return [seen[k] for k in sorted(seen)]
 
 
 def format_summary(s: dict) -> str:
@@ -78,13 +85,18 @@ def format_summary(s: dict) -> str:
              f"goods stocked: {s['goods_stocked']}",
              f"warehouse orders per commit: {s['orders_per_commit']}"]
     for n, t in s["traders"].items():
-        lines.append(f"trader {n} (peer {t['peer']}, {t['mode']}): {t['requests']} requests "
+        host = "a replica" if t["peer"] is None else f"peer {t['peer']}"
+        lines.append(f"trader {n} ({host}, {t['mode']}): {t['requests']} requests "
                      f"({t['buys']} buys, {t['sells']} sells; {t['shipped']} shipped, "
                      f"{t['unavailable']} unavailable, {t['local_denials']} denied from cache)")
     a = s["accuracy"]
     lines.append(f"over-sells: {a['oversells']} ({a['oversell_pct']:.2f}% of {a['buy_requests']} "
                  f"buy requests); actual under-sells: {a['undersells']} "
                  f"({a['undersell_pct']:.2f}%, from the ledger)")
+    for e in s.get("scale_events", ()):
+        what = "scaled out to" if e["kind"] == "scale_out" else "replaced"
+        lines.append(f"autoscale: {e['time']} trader {e['by']} {what} trader {e['trader']} "
+                     f"(load {e['mean_load']} per trader, {e['live']} live; {e['handle']})")
     lines.append("conservation per product: " + ("ok" if s["conservation_ok"] else "VIOLATED"))
     lines.append(f"logs: {s['run_dir']}")
     return "\n".join(lines)

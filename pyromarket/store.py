@@ -131,15 +131,20 @@ class Store:
             self._db.execute("COMMIT")
         return epoch
 
-    def fence(self, trader: int) -> int | None:
-        """Refuse every later write carrying trader slot `trader`'s current epoch."""
+    def fence(self, trader: int, epoch: int | None = None) -> int | None:
+        """Refuse every later write carrying `epoch` (default: trader slot `trader`'s
+        current epoch). Naming the epoch seen in the dead trader's heartbeats keeps a
+        late fence from hitting a replacement that has since joined the same slot."""
         with self._write:
-            row = self._db.execute("SELECT epoch FROM epochs WHERE trader = ?", (trader,)).fetchone()
-            if row is None:
-                return None
-            self._db.execute("INSERT OR IGNORE INTO fenced (epoch) VALUES (?)", row)
-            self._fenced.add(row[0])
-        return row[0]
+            if epoch is None:
+                row = self._db.execute("SELECT epoch FROM epochs WHERE trader = ?",
+                                       (trader,)).fetchone()
+                if row is None:
+                    return None
+                epoch = row[0]
+            self._db.execute("INSERT OR IGNORE INTO fenced (epoch) VALUES (?)", (epoch,))
+            self._fenced.add(epoch)
+        return epoch
 
     def is_fenced(self, epoch: int) -> bool:
         return epoch in self._fenced

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 from . import config, rpc, runtime
+from .autoscale import LoadWindow
 from .batching import Batcher
 from .errors import FencedOut, InvalidRequest, MarketError, NotATrader, Unavailable, from_wire
 from .eventlog import EventLog
@@ -55,8 +56,8 @@ class WarehouseLink:
     def join(self, index: int) -> int:
         return self._call("join", index)
 
-    def fence(self, index: int, by: int) -> int | None:
-        return self._call("fence", index, by)
+    def fence(self, index: int, by: int, epoch: int = 0) -> int | None:
+        return self._call("fence", index, by, epoch)
 
     def fenced(self, epoch: int) -> bool:
         return self._call("fenced", epoch)
@@ -103,9 +104,12 @@ def make_inventory(cfg: config.MarketConfig, forward, link: WarehouseLink):
 class Trader:
     """The remote surface peers and people use: buy, sell, lookup, stats, denials, ping."""
 
-    def __init__(self, index: int, peer_id: int, cfg: config.MarketConfig,
+    def __init__(self, index: int, peer_id: int | None, cfg: config.MarketConfig,
                  link: WarehouseLink, log: EventLog, epoch: int = 0):
+        """`peer_id`: the elected peer hosting it, or None for a launched replica."""
         self.index, self.peer_id, self.epoch = index, peer_id, epoch
+        self.load = LoadWindow(cfg.autoscale.window_s)     # requests, for autoscaling
+        self.scale_events: list[dict] = []                 # launches this trader decided
         self.retired = threading.Event()     # set once this trader learns it was fenced
         self._products = frozenset(cfg.products)
         self._max_qty = cfg.max_quantity
@@ -142,6 +146,8 @@ class Trader:
             counts = dict(self._stats)
         counts.update(self._inventory.snapshot())
         return {"trader": self.index, "peer": self.peer_id, "mode": self._inventory.mode,
+                "epoch": self.epoch, "load_window": self.load.count(time.monotonic()),
+                "scale_events": list(self.scale_events),
                 **{k: counts.get(k, 0) for k in STAT_KEYS}, **self._link.stats()}
 
     @rpc.remote
@@ -156,10 +162,15 @@ class Trader:
 
     @rpc.remote
     def ping(self) -> dict:
+        """Liveness for heartbeats, with this trader's load for the autoscaler."""
         if self.retired.is_set():
-            raise NotATrader(f"peer {self.peer_id} no longer serves as Trader {self.index}")
+            raise NotATrader(f"{self._host} no longer serves as Trader {self.index}")
         return {"role": "trader", "trader": self.index, "peer": self.peer_id, "pid": os.getpid(),
-                "epoch": self.epoch}
+                "epoch": self.epoch, "load": self.load.count(time.monotonic())}
+
+    @property
+    def _host(self) -> str:
+        return "a replica" if self.peer_id is None else f"peer {self.peer_id}"
 
     def retire(self, why: str) -> None:
         """Step down for good: every later request gets NotATrader."""
@@ -174,7 +185,7 @@ class Trader:
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise InvalidRequest(f"attempt must be a positive int, got {attempt!r}")
         if self.retired.is_set():
-            raise NotATrader(f"peer {self.peer_id} no longer serves as Trader {self.index}; "
+            raise NotATrader(f"{self._host} no longer serves as Trader {self.index}; "
                              f"ask another trader")
         who = _client_label(client)
         rid = new_request_id(f"t{self.index}") if request_id is None else request_id
@@ -186,6 +197,7 @@ class Trader:
             self._log(f"{self._name} refused a {kind} request from {who}: {exc}")
             raise
         self._count(requests=1, **{f"{kind}s": 1})
+        self.load.record(time.monotonic())
         try:
             if kind == "sell":
                 reply = self._inventory.sell(order)

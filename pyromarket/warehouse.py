@@ -137,11 +137,14 @@ class Warehouse:
         return epoch
 
     @rpc.remote
-    def fence(self, trader: int, by: int) -> int | None:
-        """Trader `by` declared trader `trader` dead: refuse its writes from now on."""
+    def fence(self, trader: int, by: int, epoch: int = 0) -> int | None:
+        """Trader `by` declared trader `trader` dead: refuse its writes from now on.
+        `epoch`: the one its heartbeats showed (0: the slot's current epoch)."""
         _check_slot(trader)
         _check_slot(by)
-        epoch = self._store.fence(trader)
+        if epoch != 0:
+            _check_slot(epoch)
+        epoch = self._store.fence(trader, epoch or None)
         self._log(f"Warehouse fenced Trader {trader} (epoch {epoch}) because Trader {by} "
                   f"declared it dead; its writes are refused from now on")
         return epoch

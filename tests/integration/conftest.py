@@ -8,17 +8,20 @@ import pytest
 
 from pyromarket import config, rpc
 from pyromarket.market import Market
+from pyromarket.process import alive
 from tests.helpers import config_dict, free_ports, write_config
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    """Whether any process of group `pgid` still runs (zombies do not count)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and alive(int(entry)):
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    return True
+            except ProcessLookupError:
+                pass
+    return False
 
 
 def assert_all_gone(pids) -> None:
@@ -53,7 +56,7 @@ def start_market(make_config, tmp_path):
 
     yield start
     for market in markets:
-        pids = [s.pid for s in market.services.values()]
+        pids = [s.pid for s in market.services.values()] + market.replicas()
         market.stop()
         assert_all_gone(pids)
 

@@ -1,0 +1,155 @@
+"""How a new trader gets a machine: the `Launcher` interface and its two implementations.
+
+The autoscaler (failover.py) decides *that* a trader `n` should start; a Launcher makes it
+happen and returns a handle for the logs:
+
+  * `LocalLauncher`, the default, starts `python -m pyromarket.replica --index n` on this
+    machine, pinned to core (n-1) mod cores so each trader has a core of its own where
+    there is one. The replica is not tied to the trader that launched it (a replacement
+    must outlive a dying coordinator); a pid file under `<run dir>/replicas/` lets the
+    market stop it, and the replica exits by itself if the market's launcher is gone.
+  * `Ec2Launcher` runs an EC2 instance whose user-data installs the project and starts
+    the same command against the market's name server (boto3: `pip install '.[aws]'`).
+
+`close()` stops what the launcher started that is still running.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import signal
+import subprocess
+from typing import Protocol
+
+from . import config
+from .errors import MarketError
+from .process import alive, python_module
+
+__all__ = ["Launcher", "LocalLauncher", "Ec2Launcher", "make_launcher", "user_data",
+           "REPLICA_DIR", "replica_pids"]
+
+REPLICA_DIR = "replicas"        # under the run dir: one `<pid>.pid` file per local replica
+
+
+class Launcher(Protocol):
+    def launch(self, index: int) -> str:
+        """Start trader `index` somewhere; return a handle such as "pid 123" or an instance id."""
+
+    def close(self) -> None:
+        """Stop whatever this launcher started that still runs."""
+
+
+class LocalLauncher:
+    def __init__(self, config_path: str, run_dir: str):
+        self.config_path, self.run_dir = os.path.abspath(config_path), os.path.abspath(run_dir)
+        self._procs: list[subprocess.Popen] = []
+
+    def launch(self, index: int) -> str:
+        cores = sorted(os.sched_getaffinity(0))
+        argv = python_module("pyromarket.replica", "--config", self.config_path, "--run-dir",
+                             self.run_dir, "--index", str(index),
+                             "--core", str(cores[(index - 1) % len(cores)]))
+        os.makedirs(os.path.join(self.run_dir, REPLICA_DIR), exist_ok=True)
+        with open(os.path.join(self.run_dir, f"replica-{index}.out"), "ab") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(os.path.join(self.run_dir, REPLICA_DIR, f"{proc.pid}.pid"), "w") as fh:
+            fh.write(f"{index}\n")
+        self._procs.append(proc)
+        return f"pid {proc.pid}"
+
+    def close(self, grace_s: float = 3.0) -> None:
+        running = [p for p in self._procs if p.poll() is None]
+        for p in running:
+            _signal_group(p.pid, signal.SIGTERM)
+        for p in running:
+            try:
+                p.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(p.pid, signal.SIGKILL)
+                p.wait(5.0)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def replica_pids(run_dir: str) -> list[int]:
+    """Pids of local replicas started for this run that are still alive."""
+    folder = os.path.join(run_dir, REPLICA_DIR)
+    if not os.path.isdir(folder):
+        return []
+    pids = [int(name[:-4]) for name in os.listdir(folder) if name.endswith(".pid")
+            and name[:-4].isdigit()]
+    return [pid for pid in pids if alive(pid, expect=b"pyromarket.replica")]
+
+
+def user_data(index: int, config_text: str, package: str) -> str:
+    """The instance's boot script: install the project, write the config, run the trader."""
+    cfg_b64 = base64.b64encode(config_text.encode()).decode()
+    return "\n".join([
+        "#!/bin/bash",
+        "# pyromarket trader replica: installs the project and serves market.trader."
+        f"{index}",
+        "set -euo pipefail",
+        "python3 -m venv /opt/pyromarket",
+        f"/opt/pyromarket/bin/pip install {shlex.quote(package)}",
+        "mkdir -p /etc/pyromarket /var/log/pyromarket",
+        f"echo {cfg_b64} | base64 -d > /etc/pyromarket/market.yaml",
+        "HOST=$(hostname -I | awk '{print $1}')",
+        "exec /opt/pyromarket/bin/python -m pyromarket.replica --config /etc/pyromarket/market.yaml"
+        f" --run-dir /var/log/pyromarket --index {index} --host \"$HOST\"",
+        "",
+    ])
+
+
+class Ec2Launcher:
+    TAG = "pyromarket:trader"
+
+    def __init__(self, ec2: config.Ec2Config, config_text: str, client=None):
+        self.ec2, self.config_text = ec2, config_text
+        self.instances: list[str] = []
+        self._client = client or _boto3_client(ec2)
+
+    def launch(self, index: int) -> str:
+        e = self.ec2
+        args = {"ImageId": e.image_id, "InstanceType": e.instance_type, "MinCount": 1,
+                "MaxCount": 1, "UserData": user_data(index, self.config_text, e.package),
+                "InstanceInitiatedShutdownBehavior": "terminate",
+                "TagSpecifications": [{"ResourceType": "instance", "Tags": [
+                    {"Key": "Name", "Value": f"pyromarket-trader-{index}"},
+                    {"Key": self.TAG, "Value": str(index)}]}]}
+        if e.subnet_id:
+            args["SubnetId"] = e.subnet_id
+        if e.security_group_ids:
+            args["SecurityGroupIds"] = list(e.security_group_ids)
+        if e.key_name:
+            args["KeyName"] = e.key_name
+        instance = self._client.run_instances(**args)["Instances"][0]["InstanceId"]
+        self.instances.append(instance)
+        return instance
+
+    def close(self) -> None:
+        if self.instances:
+            self._client.terminate_instances(InstanceIds=list(self.instances))
+            self.instances.clear()
+
+
+def _boto3_client(ec2: config.Ec2Config):
+    try:
+        import boto3
+    except ImportError:
+        raise MarketError("autoscale.launcher ec2 needs boto3: pip install '.[aws]'") from None
+    return boto3.client("ec2", region_name=ec2.region, endpoint_url=ec2.endpoint_url or None)
+
+
+def make_launcher(cfg: config.MarketConfig, config_path: str, run_dir: str) -> Launcher:
+    if cfg.autoscale.launcher == "ec2":
+        with open(config_path, encoding="utf-8") as fh:
+            return Ec2Launcher(cfg.autoscale.ec2, fh.read())
+    return LocalLauncher(config_path, run_dir)

@@ -1,0 +1,84 @@
+"""A launched trader: a process that only serves `market.trader.<n>` (autoscaling, A5).
+
+The autoscaler's Launcher starts it, here or on an EC2 instance. It is not a peer: it
+takes no part in the election. It serves a Trader on its own daemon (any free port),
+joins the warehouse for a fresh epoch, registers its name, watches the other traders
+like any trader does (failover.Failover), and tells every peer it is up.
+
+Started by a local launcher, it watches the market launcher's process (the
+PYROMARKET_OWNER_PID the market gives its children) and exits if that is gone, so a
+killed market leaves no replica behind.
+
+    python -m pyromarket.replica --config conf/market.yaml --index 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+from typing import Sequence
+
+from . import config, rpc, runtime
+from .post import TradingPost
+from .process import alive
+
+__all__ = ["main", "OWNER_ENV"]
+
+OWNER_ENV = "PYROMARKET_OWNER_PID"
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pyromarket.replica",
+                                     description="Serve one more trader for a running market.")
+    parser.add_argument("--config", default=config.DEFAULT_PATH,
+                        help="market config (YAML); default: %(default)s")
+    parser.add_argument("--run-dir", default=None,
+                        help="folder for the event log; default: the config's logs.dir")
+    parser.add_argument("--index", type=int, required=True, help="n of market.trader.<n>")
+    parser.add_argument("--host", default=None,
+                        help="address to listen on; default: the config's autoscale.replica_host")
+    parser.add_argument("--port", type=int, default=0, help="port; default: any free one")
+    parser.add_argument("--core", type=int, default=None, help="pin to this CPU core")
+    args = parser.parse_args(argv)
+    if args.index < 1:
+        parser.error("--index must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    cfg = runtime.load_config(args.config)
+    stop = runtime.stop_on_signals()
+    _watch_owner(stop)
+    rpc.configure(cfg.rpc.threadpool_size)
+    server = rpc.Server(args.host or cfg.autoscale.replica_host, args.port).start()
+    post = TradingPost(args.index, None, cfg, server, args.run_dir, args.config, stop)
+    try:
+        uri = post.open(core=args.core)
+        post.publish()
+        post.log(f"Trader {args.index} was launched and serves at {uri} (epoch "
+                 f"{post.trader.epoch})")
+        post.announce()
+        stop.wait()
+    finally:
+        post.log(f"Trader {args.index} stops")
+        post.close()
+        server.close()
+    return 0
+
+
+def _watch_owner(stop: threading.Event) -> None:
+    owner = os.environ.get(OWNER_ENV, "")
+    if not owner.isdigit():
+        return
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            if not alive(int(owner)):
+                stop.set()
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

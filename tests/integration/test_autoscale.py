@@ -1,0 +1,100 @@
+"""Autoscaling (the spec's A5) with real processes: scale out, stay put, cap and
+cool-down, and replacing a trader killed with -9."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from pyromarket.process import alive, wait_until
+from tests.integration.test_failover import assert_consistent, peer_logs, trader_log
+
+ROLES = ["buyer", "buyer", "seller", "buyer", "buyer"]        # peer 5 is the elected trader
+LOAD = dict(buyers={"pace_s": 0.01, "max_qty": 2}, sellers={"goods_per_period": 2, "period_s": 0.2},
+            rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0})
+
+
+def autoscale(**overrides) -> dict:
+    return {"autoscale": {"enabled": True, "window_s": 2.0, "threshold": 20, "max_traders": 2,
+                          "cooldown_s": 3.0, **overrides}}
+
+
+def trader_stats(market) -> dict[int, dict]:
+    out = {}
+    for n in market.traders():
+        try:
+            with market.trader(n, 2.0) as t:
+                out[n] = t.stats()
+        except Exception:         # a trader that just died or is still starting
+            pass
+    return out
+
+
+def scale_events(market) -> list[dict]:
+    events = {(e["at"], e["trader"]): e for s in trader_stats(market).values()
+              for e in s["scale_events"]}
+    return [events[k] for k in sorted(events)]
+
+
+def test_load_above_the_threshold_adds_a_trader_that_peers_use(start_market):
+    market = start_market(ROLES, 1, **LOAD, **autoscale())
+    assert sorted(market.traders()) == [1]
+    wait_until(lambda: sorted(market.traders()) == [1, 2], 20, "a second trader")
+    assert len(market.replicas()) == 1
+    wait_until(lambda: trader_stats(market).get(2, {}).get("requests", 0) >= 20, 15,
+               "peers to send requests to the new trader")
+    before = trader_stats(market)[1]["requests"]
+    wait_until(lambda: trader_stats(market)[1]["requests"] >= before + 20, 15,
+               "the first trader to keep serving too")
+    (event,) = scale_events(market)
+    assert (event["kind"], event["trader"], event["by"]) == ("scale_out", 2, 1)
+    assert event["mean_load"] > 20 and event["handle"].startswith("pid ")
+    assert "launches a new Trader 2" in trader_log(market, 1)
+    assert peer_logs(market).count("Trader 2 now serves at") >= 4          # every client told
+    market.stop_clients()
+    assert_consistent(market)
+    pids = market.replicas()
+    market.stop()
+    assert not [p for p in pids if alive(p)]
+
+
+def test_load_below_the_threshold_adds_no_trader(start_market):
+    market = start_market(ROLES, 1, **LOAD, **autoscale(threshold=1_000_000))
+    started = time.monotonic()
+    # three whole windows of load, with the coordinator's loop running all along
+    wait_until(lambda: time.monotonic() - started > 6.0
+               and trader_stats(market)[1]["load_window"] > 20, 20, "three windows of load")
+    assert sorted(market.traders()) == [1]
+    assert scale_events(market) == [] and market.replicas() == []
+
+
+def test_cap_and_cool_down_are_respected(start_market):
+    market = start_market(ROLES, 1, **LOAD, **autoscale(max_traders=3, cooldown_s=4.0))
+    wait_until(lambda: sorted(market.traders()) == [1, 2, 3], 30, "the third trader")
+    first, second = scale_events(market)
+    assert second["at"] - first["at"] >= 4.0                      # the cool-down
+    started = time.monotonic()
+    wait_until(lambda: time.monotonic() - started > 6.0
+               and trader_stats(market).get(3, {}).get("requests", 0) > 0, 20,
+               "a cool-down and a half at the cap, with trader 3 serving")
+    assert sorted(market.traders()) == [1, 2, 3]                  # the cap
+    assert len(scale_events(market)) == 2 and len(market.replicas()) == 2
+
+
+def test_a_killed_trader_is_replaced_and_nothing_is_lost_or_doubled(start_market):
+    roles = ROLES + ["seller"]                                    # peers 5, 6 become traders
+    market = start_market(roles, 2, **LOAD, **autoscale(threshold=1_000_000))
+    wait_until(lambda: trader_stats(market).get(2, {}).get("requests", 0) >= 30, 20,
+               "trader 2 to serve")
+    old_uri = market.traders()[2]
+    market.services[f"peer-{max(market.trader_peers)}"].signal(signal.SIGKILL)    # Trader 2
+    wait_until(lambda: market.traders().get(2) not in (None, old_uri), 20, "a replacement Trader 2")
+    assert "launches a replacement Trader 2" in trader_log(market, 1)
+    ((event),) = scale_events(market)
+    assert (event["kind"], event["trader"]) == ("replace", 2)
+    with market.trader(2) as t:
+        first = t.stats()["requests"]
+    wait_until(lambda: trader_stats(market)[2]["requests"] >= first + 20, 20,
+               "peers to use the replacement")
+    market.stop_clients()
+    assert_consistent(market)                  # in-flight requests ended exactly once
