@@ -11,9 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import cache, core, failover, ratio
+from bench import autoscale, cache, core, failover, ratio
 
-EXPERIMENTS = {"core": core, "cache": cache, "failover": failover, "ratio": ratio}
+EXPERIMENTS = {"core": core, "cache": cache, "failover": failover, "ratio": ratio,
+               "autoscale": autoscale}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """A closed-loop load generator process: one client calling as fast as replies come.
 
     python -m bench.loadgen --uri URI --method buy --start-at T --warmup-s W --duration-s D
+    python -m bench.loadgen --names 127.0.0.1:9090 ...   # a random live trader per call
 
 All clients of a measurement start at the same wall-clock instant (`--start-at`), call
 for warmup + duration seconds, and count only calls that complete inside the steady
@@ -20,11 +21,33 @@ from collections import Counter
 from pyromarket import rpc
 
 
+class Names:
+    """Like a peer: every call goes to a random trader among those registered, and the
+    names are re-read every half second (so a trader launched meanwhile is used)."""
+
+    def __init__(self, address: str, method: str):
+        host, port = address.rsplit(":", 1)
+        self.ns, self.method = rpc.nameserver(host, int(port)), method
+        self.proxies: dict[int, object] = {}
+        self.read_at = 0.0
+
+    def __call__(self, *args):
+        if time.monotonic() - self.read_at > 0.5:
+            self.read_at = time.monotonic()
+            for n, uri in rpc.list_traders(self.ns).items():
+                if n not in self.proxies:
+                    self.proxies[n] = rpc.proxy(uri, 10.0)
+        return getattr(random.choice(list(self.proxies.values())), self.method)(*args)
+
+
 def run(uri: str, method: str, products: list[str], start_at: float, warmup_s: float,
-        duration_s: float) -> dict:
-    proxy = rpc.proxy(uri, 10.0)
-    proxy._pyroBind()
-    fn = getattr(proxy, method)
+        duration_s: float, names: str | None = None) -> dict:
+    if names:
+        fn = Names(names, method)
+    else:
+        proxy = rpc.proxy(uri, 10.0)
+        proxy._pyroBind()
+        fn = getattr(proxy, method)
     prefix = uuid.uuid4().hex[:8]
     rng = random.Random(prefix)
     time.sleep(max(0.0, start_at - time.time()))
@@ -41,7 +64,6 @@ def run(uri: str, method: str, products: list[str], start_at: float, warmup_s: f
         if t0 >= window_start:
             latencies.append(t1 - t0)
             outcomes[reply["outcome"] if isinstance(reply, dict) else "none"] += 1
-    proxy._pyroRelease()
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -53,7 +75,10 @@ def run(uri: str, method: str, products: list[str], start_at: float, warmup_s: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
-    parser.add_argument("--uri", required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--uri", help="one object to call")
+    target.add_argument("--names", metavar="HOST:PORT",
+                        help="a name server: call a random registered trader each time")
     parser.add_argument("--method", default="buy")
     parser.add_argument("--products", default="salt", help="comma-separated; one at random per call")
     parser.add_argument("--start-at", type=float, required=True)
@@ -62,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     rpc.configure()
     print(json.dumps(run(args.uri, args.method, args.products.split(","), args.start_at,
-                         args.warmup_s, args.duration_s)))
+                         args.warmup_s, args.duration_s, args.names)))
 
 
 if __name__ == "__main__":

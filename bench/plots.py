@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt          # noqa: E402
 import pandas as pd                      # noqa: E402
 import seaborn as sns                    # noqa: E402
 
-__all__ = ["selling_vs_ratio", "failover_series"]
+__all__ = ["selling_vs_ratio", "failover_series", "autoscale_series"]
 
 
 def selling_vs_ratio(rows: list[dict], path: Path) -> Path:
@@ -45,6 +45,28 @@ def failover_series(series: list[dict], killed_at_s: float, path: Path) -> Path:
     ax.axvline(killed_at_s, color="red", linestyle="--", label="trader 2 killed")
     ax.set_xlabel("seconds since the market started trading")
     ax.set_ylabel("goods shipped per second")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def autoscale_series(series: list[dict], decided_s: float | None, path: Path) -> Path:
+    """Requests answered per second by each trader over time, with the scale-out marked."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    df = pd.DataFrame(series)
+    df["bin"] = (df["t_s"] * 2).round() / 2              # half-second bins
+    per_trader = df.groupby(["bin", "trader"])["requests_per_s"].mean().reset_index()
+    total = per_trader.groupby("bin")["requests_per_s"].sum().reset_index()
+    total = total.rename(columns={"bin": "t_s"})
+    sns.lineplot(data=df, x="t_s", y="requests_per_s", hue="trader", ax=ax)
+    ax.plot(total["t_s"], total["requests_per_s"], color="black", linewidth=1, label="all traders")
+    if decided_s is not None:
+        ax.axvline(decided_s, color="red", linestyle="--", label="scale-out decided")
+    ax.set_xlabel("seconds since the market started trading")
+    ax.set_ylabel("requests answered per second")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -30,7 +30,9 @@ def test_quick_run_writes_results(tmp_path, experiment, setups):
 def test_bench_help_lists_the_experiments():
     done = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == 0 and "core" in done.stdout and "cache" in done.stdout
+    assert done.returncode == 0
+    for name in ("core", "cache", "failover", "ratio", "autoscale"):
+        assert name in done.stdout
 
 
 def test_quick_failover_run_detects_the_kill(tmp_path):
@@ -55,3 +57,14 @@ def test_quick_ratio_run_draws_its_figure(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [r["split"] for r in rows] == ["1:7", "4:4", "7:1"]
     assert all(float(r["buy_requests"]) > 0 for r in rows)
+
+
+def test_quick_autoscale_run_adds_a_trader_that_serves(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench", "autoscale", "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [folder] = list(tmp_path.glob("autoscale-*"))
+    summary = json.loads((folder / "meta.json").read_text())["summary"]
+    assert summary["decided_s"] is not None and summary["launch_to_serving_s"] > 0
+    assert summary["by_clients"]["2"]["traders_serving"] == 2
+    assert (folder / "autoscale.png").read_bytes()[:4] == b"\x89PNG"
