@@ -1,32 +1,40 @@
-"""The bench runner: `python -m bench <experiment> [options]`.
+"""The bench runner: `python -m bench [experiment] [options]`.
 
 Each experiment starts real processes on 127.0.0.1 through the launcher's own code,
 writes raw results (CSV), the exact config, the git commit and a machine note into
-bench/results/<experiment>-<time>/, and prints a summary. `--quick` is a smoke run.
+bench/results/<experiment>-<time>/, draws its figures, and prints a summary. With no
+experiment (or `all`) every experiment runs in turn into one bench/results/all-<time>/
+folder, which `python -m writeup` turns into the report. `--quick` is a smoke run.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
-from bench import autoscale, cache, core, failover, ratio
+from bench import (autoscale, cache, core, durability, failover, harness, ratio, staleness,
+                   sweep)
 
-EXPERIMENTS = {"core": core, "cache": cache, "failover": failover, "ratio": ratio,
+EXPERIMENTS = {"core": core, "cache": cache, "sweep": sweep, "ratio": ratio,
+               "staleness": staleness, "durability": durability, "failover": failover,
                "autoscale": autoscale}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Run a pyromarket benchmark. Experiments: "
+        description="Run pyromarket's benchmarks (all of them by default, about 30 minutes "
+                    "on 2 cores). Experiments: "
                     + "; ".join(f"{name}: {mod.DESCRIPTION}" for name, mod in EXPERIMENTS.items()))
-    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
-    parser.add_argument("--quick", action="store_true", help="a smoke run of well under a minute")
+    parser.add_argument("experiment", nargs="?", default="all", choices=["all", *EXPERIMENTS])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of well under a minute "
+                        "per experiment")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder root; default: bench/results")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions per configuration")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="repetitions per configuration; default: each experiment's own")
     parser.add_argument("--duration", type=float, default=5.0,
                         help="seconds of steady-state measurement per configuration")
     parser.add_argument("--ttl", type=float, default=0.5,
@@ -34,9 +42,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stock", type=int, default=0,
                         help="initial stock per product for the cache experiment (0 = scarce)")
     args = parser.parse_args(argv)
-    if args.reps < 1 or args.duration <= 0:
+    if (args.reps is not None and args.reps < 1) or args.duration <= 0:
         parser.error("--reps must be >= 1 and --duration > 0")
-    EXPERIMENTS[args.experiment].run(args)
+    if args.experiment != "all":
+        EXPERIMENTS[args.experiment].run(args)
+        return 0
+    return run_all(args)
+
+
+def run_all(args) -> int:
+    root = harness.results_dir("all", args.out)
+    args.out = root
+    timings, started = {}, time.monotonic()
+    for name, module in EXPERIMENTS.items():
+        print(f"\n=== {name}: {module.DESCRIPTION}", flush=True)
+        t0 = time.monotonic()
+        module.run(args)
+        timings[name] = round(time.monotonic() - t0, 1)
+    harness.write_json(root / "manifest.json", {
+        "experiments": list(EXPERIMENTS), "seconds": timings,
+        "total_s": round(time.monotonic() - started, 1), "quick": args.quick,
+        "machine": harness.machine_note()})
+    print(f"\nall experiments done in {(time.monotonic() - started) / 60:.1f} min: {root}")
+    print(f"build the report from them: python -m writeup --results {root}")
     return 0
 
 

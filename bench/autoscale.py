@@ -146,7 +146,7 @@ def _step(rows: list[dict], begin: float, k: int, steps: int, end: float) -> dic
 
 
 def run(args) -> dict:
-    reps = 1 if args.quick else args.reps
+    reps = 1 if args.quick else (args.reps or 3)
     steps, hold_s = (2, 3.0) if args.quick else (STEPS, max(args.duration, 6.0))
     threshold = THRESHOLD // 4 if args.quick else THRESHOLD     # quick: scale out at once
     out = harness.results_dir("autoscale", args.out)

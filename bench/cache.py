@@ -56,7 +56,7 @@ def _measure(market, n: int, warmup_s: float, duration_s: float) -> dict:
 
 def run(args) -> dict:
     clients = [8] if args.quick else [4, 8]
-    reps = 1 if args.quick else args.reps
+    reps = 1 if args.quick else (args.reps or 3)
     warmup_s, duration_s = (0.5, 1.5) if args.quick else (1.0, args.duration)
     out = harness.results_dir("cache", args.out)
     work = out / "work"

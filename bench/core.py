@@ -19,7 +19,7 @@ DESCRIPTION = "cache-less buys (trader -> warehouse, FULL) vs a bare two-hop Pyr
 
 def run(args) -> dict:
     clients = [1, 4] if args.quick else [1, 4, 8]
-    reps = 1 if args.quick else args.reps
+    reps = 1 if args.quick else (args.reps or 3)
     warmup_s, duration_s = (0.5, 1.5) if args.quick else (1.0, args.duration)
     out = harness.results_dir("core", args.out)
     work = out / "work"

@@ -108,7 +108,7 @@ def _alone(work: Path, run_s: float) -> float:
 
 
 def run(args) -> dict:
-    reps = 1 if args.quick else args.reps
+    reps = 1 if args.quick else (args.reps or 3)
     warm_s, after_s, settle_s = (3.0, 3.0, 1.0) if args.quick else (8.0, 8.0, 2.0)
     out = harness.results_dir("failover", args.out)
     progress = harness.Progress(reps * 2, "failover")

@@ -142,14 +142,16 @@ def _answers(uri: str) -> bool:
 
 # --- load -----------------------------------------------------------------------------------
 
-def run_clients(uris: str | list[str], n: int, warmup_s: float, duration_s: float,
-                method: str = "buy", products: str = "salt") -> list[dict]:
-    """n closed-loop client processes, spread round-robin over `uris`; a result dict each."""
+def run_clients(uris: str | list[str] | None, n: int, warmup_s: float, duration_s: float,
+                method: str = "buy", products: str = "salt", names: str | None = None) -> list[dict]:
+    """n closed-loop client processes, spread round-robin over `uris`, or each picking a
+    random registered trader per call from the name server at `names` (host:port)."""
     uris = [uris] if isinstance(uris, str) else uris
     start_at = time.time() + 1.0 + 0.15 * n          # time for every client to connect
 
     def argv(i: int) -> list[str]:
-        return python_module("bench.loadgen", "--uri", uris[i % len(uris)], "--method", method,
+        target = ["--names", names] if names else ["--uri", uris[i % len(uris)]]
+        return python_module("bench.loadgen", *target, "--method", method,
                              "--products", products, "--start-at", str(start_at),
                              "--warmup-s", str(warmup_s), "--duration-s", str(duration_s))
     procs = [subprocess.Popen(argv(i), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -180,4 +182,5 @@ def aggregate(results: Iterable[dict], duration_s: float) -> dict:
     return {"calls": calls, "rate_per_s": round(calls / duration_s, 1),
             "shipped_per_s": round(outcomes.get("shipped", 0) / duration_s, 1),
             "p50_ms": max(r["p50_ms"] for r in results),
+            "p90_ms": max(r.get("p90_ms", 0.0) for r in results),
             "p99_ms": max(r["p99_ms"] for r in results)}

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt          # noqa: E402
 import pandas as pd                      # noqa: E402
 import seaborn as sns                    # noqa: E402
 
-__all__ = ["selling_vs_ratio", "failover_series", "autoscale_series"]
+__all__ = ["selling_vs_ratio", "failover_series", "autoscale_series", "sweep_panels",
+           "staleness_vs_ttl", "durability_bars"]
 
 
 def selling_vs_ratio(rows: list[dict], path: Path) -> Path:
@@ -68,6 +69,71 @@ def autoscale_series(series: list[dict], decided_s: float | None, path: Path) ->
     ax.set_xlabel("seconds since the market started trading")
     ax.set_ylabel("requests answered per second")
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+SWEEP_LABELS = {"traders": "traders (N_t)", "buyers": "buyers (closed-loop)",
+                "ratio": "buyers : sellers", "ttl_s": "cache TTL (s)", "stock": "initial stock"}
+
+
+def sweep_panels(rows: list[dict], path: Path) -> Path:
+    """One column per swept parameter: requests answered/s (top) and goods shipped/s
+    (bottom), sync against cached."""
+    df = pd.DataFrame(rows)
+    sweeps = list(dict.fromkeys(df["sweep"]))
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(2, len(sweeps), figsize=(3.0 * len(sweeps), 5.5), squeeze=False)
+    for col, sweep in enumerate(sweeps):
+        part = df[df["sweep"] == sweep].copy()
+        part["x"] = part["ratio"] if sweep == "ratio" else part[sweep].astype(str)
+        for row, metric in enumerate(("rate_per_s", "shipped_per_s")):
+            ax = axes[row][col]
+            sns.barplot(data=part, x="x", y=metric, hue="mode", hue_order=["sync", "cached"],
+                        errorbar=None, ax=ax, legend=(row == 0 and col == 0))
+            ax.set_xlabel(SWEEP_LABELS.get(sweep, sweep) if row == 1 else "")
+            ax.set_ylabel(("requests answered/s", "goods shipped/s")[row] if col == 0 else "")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def staleness_vs_ttl(rows: list[dict], path: Path) -> Path:
+    """Measured stale reads (%) against the TTL, with the model's curves."""
+    import numpy as np
+    df = pd.DataFrame(rows)
+    lam = float(df["write_rate_per_s"].median())
+    reads_gap = (df["model_effective_pct"] - df["model_pct"]).abs().max()
+    ts = np.geomspace(df["ttl_s"].min() * 0.8, df["ttl_s"].max() * 1.25, 100)
+    curve = 100 * (1 - (1 - np.exp(-lam * ts)) / (lam * ts))
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=df, x="ttl_s", y="stale_pct", marker="o", errorbar="sd", ax=ax,
+                 label="measured")
+    ax.plot(ts, curve, color="gray", linestyle="--", label=f"model, λ = {lam:.1f}/s")
+    ax.set_xscale("log")
+    ax.set_xlabel("cache TTL T (s, log scale)")
+    ax.set_ylabel("stale reads (% of cached reads)")
+    ax.set_title(f"Staleness against the TTL (model gap from read spacing ≤ {reads_gap:.1f} pt)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def durability_bars(rows: list[dict], path: Path) -> Path:
+    """Orders committed per second for each durability setting."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    sns.barplot(data=pd.DataFrame(rows), x="setting", y="rate_per_s", errorbar="sd", ax=ax,
+                color="steelblue")
+    ax.set_xlabel("")
+    ax.set_ylabel("orders committed per second")
+    ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -43,7 +43,7 @@ def _one(work, buyers: int, sellers: int, duration_s: float) -> dict:
 
 def run(args) -> dict:
     splits = [SPLITS[0], SPLITS[2], SPLITS[4]] if args.quick else SPLITS
-    reps = 1 if args.quick else args.reps
+    reps = 1 if args.quick else (args.reps or 3)
     duration_s = 3.0 if args.quick else max(args.duration, 10.0)
     out = harness.results_dir("ratio", args.out)
     progress = harness.Progress(len(splits) * reps, "ratio")
