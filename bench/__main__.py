@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Run pyromarket's benchmarks (all of them by default, about 30 minutes "
                     "on 2 cores). Experiments: "
                     + "; ".join(f"{name}: {mod.DESCRIPTION}" for name, mod in EXPERIMENTS.items()))
-    parser.add_argument("experiment", nargs="?", default="all", choices=["all", *EXPERIMENTS])
+    parser.add_argument("experiment", nargs="?", default="all", choices=["all", *EXPERIMENTS],
+                        help="one experiment, or all of them (the default)")
     parser.add_argument("--quick", action="store_true", help="a smoke run of well under a minute "
                         "per experiment")
     parser.add_argument("--out", type=Path, default=None,

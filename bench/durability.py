@@ -64,9 +64,9 @@ def run(args) -> dict:
     summary = {}
     for sync, batch in settings:
         mine = [r for r in rows if r["synchronous"] == sync and r["batch_max"] == batch]
-        summary[f"{sync}/{batch}"] = {k: statistics.median(r[k] for r in mine)
+        summary[f"{sync}-{batch}"] = {k: statistics.median(r[k] for r in mine)
                                       for k in ("rate_per_s", "orders_per_commit", "p50_ms", "p99_ms")}
-    base = summary["FULL/256"]["rate_per_s"]
+    base = summary["FULL-256"]["rate_per_s"]
     for s in summary.values():
         s["over_full_group"] = round(s["rate_per_s"] / base, 2) if base else None
     harness.write_csv(out / "results.csv", rows)

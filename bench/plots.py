@@ -12,7 +12,7 @@ import pandas as pd                      # noqa: E402
 import seaborn as sns                    # noqa: E402
 
 __all__ = ["selling_vs_ratio", "failover_series", "autoscale_series", "sweep_panels",
-           "staleness_vs_ttl", "durability_bars"]
+           "staleness_vs_ttl", "durability_bars", "setup_bars"]
 
 
 def selling_vs_ratio(rows: list[dict], path: Path) -> Path:
@@ -134,6 +134,22 @@ def durability_bars(rows: list[dict], path: Path) -> Path:
     ax.set_xlabel("")
     ax.set_ylabel("orders committed per second")
     ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def setup_bars(rows: list[dict], path: Path, title: str) -> Path:
+    """Requests answered per second for each setup (e.g. chain/real, one-hop/sync/cached)
+    at each number of closed-loop clients."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(6, 3.3))
+    sns.barplot(data=pd.DataFrame(rows), x="clients", y="rate_per_s", hue="setup",
+                errorbar="sd", ax=ax)
+    ax.set_xlabel("closed-loop clients")
+    ax.set_ylabel("requests answered per second")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

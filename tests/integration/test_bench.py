@@ -11,19 +11,24 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("experiment,setups", [("core", {"chain", "real"}),
-                                               ("cache", {"one-hop", "sync", "cached"})])
-def test_quick_run_writes_results(tmp_path, experiment, setups):
-    """Runs the experiment's --quick form; checks the CSV and meta, not the speed."""
+def _quick(tmp_path, experiment: str):
     done = subprocess.run([sys.executable, "-m", "bench", experiment, "--quick", "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     [folder] = list(tmp_path.glob(f"{experiment}-*"))
     with open(folder / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
+    return folder, rows, json.loads((folder / "meta.json").read_text())
+
+
+
+@pytest.mark.parametrize("experiment,setups", [("core", {"chain", "real"}),
+                                               ("cache", {"one-hop", "sync", "cached"})])
+def test_quick_run_writes_results(tmp_path, experiment, setups):
+    """Runs the experiment's --quick form; checks the CSV and meta, not the speed."""
+    _folder, rows, meta = _quick(tmp_path, experiment)
     assert {r["setup"] for r in rows} == setups
     assert all(float(r["rate_per_s"]) > 0 for r in rows)
-    meta = json.loads((folder / "meta.json").read_text())
     assert meta["machine"]["git_commit"] and meta["summary"]["per_clients"]
 
 
@@ -68,3 +73,47 @@ def test_quick_autoscale_run_adds_a_trader_that_serves(tmp_path):
     assert summary["decided_s"] is not None and summary["launch_to_serving_s"] > 0
     assert summary["by_clients"]["2"]["traders_serving"] == 2
     assert (folder / "autoscale.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_running_all_runs_every_experiment_into_one_folder(tmp_path, monkeypatch):
+    """`python -m bench` with no experiment: each experiment once, one manifest."""
+    import bench.__main__ as runner
+    ran = []
+
+    class Fake:
+        DESCRIPTION = "a stand-in"
+
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, args):
+            ran.append((self.name, args.quick, args.out))
+
+    monkeypatch.setattr(runner, "EXPERIMENTS", {n: Fake(n) for n in ("a", "b")})
+    assert runner.main(["--quick", "--out", str(tmp_path)]) == 0
+    [folder] = list(tmp_path.glob("all-*"))
+    assert ran == [("a", True, folder), ("b", True, folder)]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["experiments"] == ["a", "b"] and set(manifest["seconds"]) == {"a", "b"}
+
+
+def test_quick_sweep_measures_both_modes(tmp_path):
+    folder, rows, meta = _quick(tmp_path, "sweep")
+    assert {(r["traders"], r["mode"]) for r in rows} == {(n, m) for n in ("1", "2")
+                                                         for m in ("sync", "cached")}
+    assert all(float(r["rate_per_s"]) > 0 and float(r["p99_ms"]) > 0 for r in rows)
+    assert (folder / "sweep.png").exists() and meta["synchronous"] == "FULL"
+
+
+def test_quick_staleness_grows_with_the_ttl(tmp_path):
+    folder, rows, meta = _quick(tmp_path, "staleness")
+    stale = {float(r["ttl_s"]): float(r["stale_pct"]) for r in rows}
+    assert set(stale) == {0.1, 1.0} and 0 < stale[0.1] < stale[1.0]
+    assert (folder / "staleness.png").exists()
+
+
+def test_quick_durability_commits_one_order_per_commit_without_batching(tmp_path):
+    folder, rows, meta = _quick(tmp_path, "durability")
+    per_commit = {int(r["batch_max"]): float(r["orders_per_commit"]) for r in rows}
+    assert per_commit[1] == 1.0 and per_commit[256] >= 1.0
+    assert all(float(r["rate_per_s"]) > 0 for r in rows)

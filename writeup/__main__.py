@@ -1,0 +1,189 @@
+"""Build the report: `python -m writeup [--results bench/results/all-<time>]`.
+
+1. With --results, copy each experiment's meta.json and CSVs from a `python -m bench`
+   run into writeup/data/ (committed, so the report can be rebuilt without re-running).
+2. Redraw every figure from writeup/data/ with bench.plots into writeup/figures/.
+3. Fill report.template.md's placeholders from the data: `{{cache/summary/per_clients/8/ratio|.2f}}`
+   is a value from data/cache/meta.json (path parts split on "/", an optional format
+   after "|"), and `{{table:NAME}}` is a table made by one of TABLES below. No number in
+   the report is typed by hand.
+4. Write writeup/report.md (the filled Markdown, readable on its own) and the PDF
+   writeup/report.pdf (markdown + xhtml2pdf: `pip install -e '.[report]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+from bench import plots
+from writeup import diagram, tables
+
+HERE = Path(__file__).resolve().parent
+DATA, FIGURES = HERE / "data", HERE / "figures"
+TEMPLATE, REPORT, PDF = HERE / "report.template.md", HERE / "report.md", HERE / "report.pdf"
+EXPERIMENTS = ("core", "cache", "sweep", "ratio", "staleness", "durability", "failover",
+               "autoscale")
+PLACEHOLDER = re.compile(r"\{\{\s*([^}|]+?)\s*(?:\|\s*([^}]+?)\s*)?\}\}")
+
+
+def collect(results: Path) -> None:
+    """Copy meta.json and the CSVs of each experiment of one bench run into data/."""
+    for name in EXPERIMENTS:
+        found = sorted(results.glob(f"{name}-*"))
+        if not found:
+            raise SystemExit(f"error: {results} has no {name}-* folder; run `python -m bench`")
+        target = DATA / name
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for f in [found[-1] / "meta.json", *found[-1].glob("*.csv")]:
+            shutil.copy(f, target / f.name)
+    manifest = results / "manifest.json"
+    if manifest.exists():
+        shutil.copy(manifest, DATA / "manifest.json")
+
+
+def load() -> dict:
+    data: dict = {}
+    for name in EXPERIMENTS:
+        folder = DATA / name
+        if not (folder / "meta.json").exists():
+            raise SystemExit(f"error: {folder}/meta.json is missing; build with --results")
+        data[name] = json.loads((folder / "meta.json").read_text())
+        data[name]["csv"] = {f.stem: pd.read_csv(f).to_dict("records")
+                             for f in sorted(folder.glob("*.csv"))}
+    if (DATA / "manifest.json").exists():
+        data["manifest"] = json.loads((DATA / "manifest.json").read_text())
+    dur = data["durability"]["summary"]              # older runs keyed "FULL/256"
+    data["durability"]["summary"] = {k.replace("/", "-"): v for k, v in dur.items()}
+    return data
+
+
+def figures(data: dict) -> None:
+    FIGURES.mkdir(exist_ok=True)
+    diagram.draw(FIGURES / "architecture.png")
+    plots.setup_bars(data["core"]["csv"]["results"], FIGURES / "core.png",
+                     "Cache-less buys against a bare two-hop chain")
+    plots.setup_bars(data["cache"]["csv"]["results"], FIGURES / "cache.png",
+                     "Scarce market: cached, cache-less and a bare one-hop call")
+    plots.sweep_panels(data["sweep"]["csv"]["results"], FIGURES / "sweep.png")
+    plots.selling_vs_ratio(data["ratio"]["csv"]["results"], FIGURES / "selling_vs_ratio.png")
+    plots.staleness_vs_ttl(data["staleness"]["csv"]["results"], FIGURES / "staleness.png")
+    plots.durability_bars(data["durability"]["csv"]["results"], FIGURES / "durability.png")
+    fo = data["failover"]
+    killed = pd.DataFrame(fo["csv"]["results"])["killed_at_s"].median()
+    plots.failover_series(fo["csv"]["series"], float(killed), FIGURES / "failover.png")
+    au = data["autoscale"]
+    decided = [r["decided_s"] for r in au["csv"]["results"] if pd.notna(r["decided_s"])]
+    plots.autoscale_series([s for s in au["csv"]["series"] if s["rep"] == 0],
+                           decided[0] if decided else None, FIGURES / "autoscale.png")
+
+
+def lookup(data: dict, path: str):
+    node = data
+    for part in path.split("/"):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit():
+            node = node[int(part)]
+        else:
+            raise KeyError(f"report.template.md: no value at {path!r} (stuck at {part!r})")
+    return node
+
+
+def fill(text: str, data: dict) -> str:
+    def one(m: re.Match) -> str:
+        key, fmt = m.group(1), m.group(2)
+        if key.startswith("table:"):
+            return tables.TABLES[key[6:]](data)
+        value = lookup(data, key)
+        return format(value, fmt) if fmt else str(value)
+    return PLACEHOLDER.sub(one, text)
+
+
+def pdf(markdown_text: str, target: Path) -> None:
+    try:
+        import markdown
+        from xhtml2pdf import pisa
+    except ImportError:
+        raise SystemExit("error: building the PDF needs: pip install -e '.[report]'") from None
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code", "toc"])
+    _register_fonts()
+    html = (f"<html><head><meta charset='utf-8'><style>{CSS}</style></head>"
+            f"<body>{body}</body></html>")
+
+    def resolve(uri: str, _rel) -> str:
+        path = (HERE / uri).resolve()
+        return str(path) if path.exists() else uri
+    with open(target, "wb") as fh:
+        status = pisa.CreatePDF(html, dest=fh, link_callback=resolve, encoding="utf-8")
+    if status.err:
+        raise SystemExit(f"error: xhtml2pdf reported {status.err} errors")
+
+
+def _register_fonts() -> None:
+    """DejaVu (shipped with matplotlib) for the text, so λ, −, ÷ and → print."""
+    from reportlab.lib.fonts import addMapping
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+    from xhtml2pdf.default import DEFAULT_FONT
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    for family, files in (("dejavu", ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique",
+                                      "DejaVuSans-BoldOblique")),
+                          ("dejavumono", ("DejaVuSansMono",) * 4)):
+        for (bold, italic), name in zip(((0, 0), (1, 0), (0, 1), (1, 1)), files):
+            face = f"{family}-{bold}{italic}"
+            pdfmetrics.registerFont(TTFont(face, str(folder / f"{name}.ttf")))
+            addMapping(family, bold, italic, face)
+        DEFAULT_FONT[family] = f"{family}-00"
+
+
+GENERATED = ("<!-- Generated by `python -m writeup` from report.template.md and data/; "
+             "edit those, not this file. -->\n\n")
+
+CSS = """
+@page { size: a4; margin: 1.8cm 1.8cm 1.8cm 1.8cm;
+        @frame footer { -pdf-frame-content: footer; bottom: 0.8cm; height: 0.6cm; } }
+body { font-family: dejavu; font-size: 9.5pt; line-height: 1.35; }
+h1 { font-size: 18pt; margin-bottom: 4pt; }
+h2 { font-size: 13.5pt; margin-top: 12pt; border-bottom: 1px solid #888; -pdf-keep-with-next: true; }
+h3 { font-size: 11pt; margin-top: 8pt; -pdf-keep-with-next: true; }
+table { margin: 4pt 0 8pt 0; }
+th { background-color: #e8e8e8; font-weight: bold; }
+td, th { border: 0.5px solid #999; padding: 2pt 3pt; font-size: 8.5pt; }
+code { font-family: dejavumono; font-size: 8pt; }
+pre { font-family: dejavumono; font-size: 7.5pt; background-color: #f4f4f4; padding: 4pt; }
+img { zoom: 80%; }
+.pagebreak { page-break-before: always; }
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m writeup", description=__doc__.split("\n")[0])
+    parser.add_argument("--results", type=Path, default=None,
+                        help="a `python -m bench` run folder (bench/results/all-<time>) to take "
+                             "the data from; default: the data already in writeup/data/")
+    parser.add_argument("--no-pdf", action="store_true", help="stop after report.md")
+    args = parser.parse_args(argv)
+    if args.results:
+        collect(args.results)
+    data = load()
+    figures(data)
+    text = fill(TEMPLATE.read_text(encoding="utf-8"), data)
+    REPORT.write_text(GENERATED + text, encoding="utf-8")
+    print(f"wrote {REPORT} and the figures in {FIGURES}")
+    if not args.no_pdf:
+        pdf(text, PDF)
+        print(f"wrote {PDF}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
