@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench import (autoscale, cache, core, durability, failover, harness, ratio, staleness,
                    sweep)
+from pyromarket import config
 
 EXPERIMENTS = {"core": core, "cache": cache, "sweep": sweep, "ratio": ratio,
                "staleness": staleness, "durability": durability, "failover": failover,
@@ -24,12 +25,16 @@ EXPERIMENTS = {"core": core, "cache": cache, "sweep": sweep, "ratio": ratio,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench",
-        description="Run pyromarket's benchmarks (all of them by default, about 30 minutes "
-                    "on 2 cores). Experiments: "
-                    + "; ".join(f"{name}: {mod.DESCRIPTION}" for name, mod in EXPERIMENTS.items()))
+        prog="python -m bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run pyromarket's benchmarks: all of them by default (about 25 minutes "
+                    "on 2 cores), or one.\n\nexperiments:\n"
+                    + "\n".join(f"  {name:<11} {mod.DESCRIPTION}" for name, mod in EXPERIMENTS.items()))
     parser.add_argument("experiment", nargs="?", default="all", choices=["all", *EXPERIMENTS],
                         help="one experiment, or all of them (the default)")
+    parser.add_argument("--config", type=Path, default=harness.BASE_CONFIG,
+                        help="the config every experiment's markets start from (each "
+                             "experiment then sets its own peers, ports and settings); "
+                             "default: conf/market.yaml")
     parser.add_argument("--quick", action="store_true", help="a smoke run of well under a minute "
                         "per experiment")
     parser.add_argument("--out", type=Path, default=None,
@@ -45,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.reps is not None and args.reps < 1) or args.duration <= 0:
         parser.error("--reps must be >= 1 and --duration > 0")
+    try:
+        config.load(args.config)
+    except config.ConfigError as exc:
+        parser.error(str(exc))
+    harness.BASE_CONFIG = args.config.resolve()
     if args.experiment != "all":
         EXPERIMENTS[args.experiment].run(args)
         return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from bench import harness
+from bench import harness, plots
 from pyromarket import rpc
 
 DESCRIPTION = "cached vs cache-less traders in a scarce market, against a bare one-hop call"
@@ -90,6 +90,8 @@ def run(args) -> dict:
         "initial_stock": args.stock,
         "configs": {mode: d for mode, (_m, d) in markets.items()}, "warmup_s": warmup_s,
         "duration_s": duration_s, "reps": reps, "summary": summary})
+    plots.setup_bars(rows, out / "cache.png",
+                     "Scarce market: cached, cache-less and a bare one-hop call")
     _print(summary, out)
     return summary
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from bench import harness
+from bench import harness, plots
 
 DESCRIPTION = "cache-less buys (trader -> warehouse, FULL) vs a bare two-hop Pyro5 chain"
 
@@ -57,6 +57,7 @@ def run(args) -> dict:
                                            "config": data, "warmup_s": warmup_s,
                                            "duration_s": duration_s, "reps": reps,
                                            "summary": summary})
+    plots.setup_bars(rows, out / "core.png", "Cache-less buys against a bare two-hop chain")
     _print(summary, out)
     return summary
 

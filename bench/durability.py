@@ -73,7 +73,9 @@ def run(args) -> dict:
     plots.durability_bars(rows, out / "durability.png")
     harness.write_json(out / "meta.json", {
         "experiment": "durability", "machine": harness.machine_note(), "reps": reps,
-        "clients": clients, "warmup_s": warmup_s, "duration_s": duration_s, "summary": summary})
+        "clients": clients, "warmup_s": warmup_s, "duration_s": duration_s,
+        "configs": {f"{s}-{b}": _config(out / "cfg", s, b) for s, b in settings},
+        "summary": summary})
     print(f"{'setting':>12} {'orders/s':>9} {'per commit':>10} {'p50 ms':>7} {'p99 ms':>7} {'÷ FULL+group':>12}")
     for k, s in summary.items():
         print(f"{k:>12} {s['rate_per_s']:>9.0f} {s['orders_per_commit']:>10} {s['p50_ms']:>7} "

@@ -23,6 +23,7 @@ from pyromarket.process import Service, free_ports, python_module
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+BASE_CONFIG = ROOT / "conf" / "market.yaml"     # what every experiment's markets start from
 
 
 def results_dir(experiment: str, root: Path | None = None) -> Path:
@@ -84,8 +85,9 @@ class Progress:
 # --- markets --------------------------------------------------------------------------------
 
 def market_dict(workdir: Path, roles: list[str], n_traders: int, **sections) -> dict:
-    """The default config with fresh ports, paths under `workdir`, and `sections` merged in."""
-    data = yaml.safe_load((ROOT / "conf" / "market.yaml").read_text())
+    """The base config (--config) with fresh ports, paths under `workdir`, and `sections`
+    merged in."""
+    data = yaml.safe_load(Path(BASE_CONFIG).read_text())
     ports = free_ports(2 + len(roles))
     data["nameserver"]["port"], data["warehouse"]["port"] = ports[0], ports[1]
     data["warehouse"]["db_path"] = str(workdir / "warehouse.sqlite3")

@@ -92,7 +92,7 @@ def sweep_panels(rows: list[dict], path: Path) -> Path:
         for row, metric in enumerate(("rate_per_s", "shipped_per_s")):
             ax = axes[row][col]
             sns.barplot(data=part, x="x", y=metric, hue="mode", hue_order=["sync", "cached"],
-                        errorbar=None, ax=ax, legend=(row == 0 and col == 0))
+                        errorbar="sd", ax=ax, legend=(row == 0 and col == 0))
             ax.set_xlabel(SWEEP_LABELS.get(sweep, sweep) if row == 1 else "")
             ax.set_ylabel(("requests answered/s", "goods shipped/s")[row] if col == 0 else "")
     fig.tight_layout()

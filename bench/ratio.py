@@ -24,13 +24,16 @@ SPLITS = [(1, 7), (2, 6), (4, 4), (6, 2), (7, 1)]
 N_G, T_G = 8, 0.25
 
 
-def _one(work, buyers: int, sellers: int, duration_s: float) -> dict:
-    data = harness.market_dict(
+def _config(work, buyers: int, sellers: int) -> dict:
+    return harness.market_dict(
         work, ["buyer"] * buyers + ["seller"] * sellers + ["buyer", "buyer"], 2,
         traders={"mode": "cached"}, warehouse={"initial_stock": {"salt": 0, "fish": 0, "boar": 0}},
         buyers={"pace_s": 0.02, "max_qty": 2},
         sellers={"goods_per_period": N_G, "period_s": T_G})
-    market = harness.start_market(work, data)
+
+
+def _one(work, buyers: int, sellers: int, duration_s: float) -> dict:
+    market = harness.start_market(work, _config(work, buyers, sellers))
     try:
         time.sleep(duration_s)
         market.stop_clients()
@@ -59,6 +62,7 @@ def run(args) -> dict:
     harness.write_json(out / "meta.json", {
         "experiment": "ratio", "machine": harness.machine_note(), "reps": reps,
         "duration_s": duration_s, "n_g": N_G, "t_g_s": T_G, "summary": summary,
+        "config_4_4": _config(out / "cfg", 4, 4),
         "figure": figure.name})
     print(f"{'buyers:sellers':>14} {'over-sell %':>11} {'under-sell %':>12}")
     for split, s in summary.items():

@@ -100,7 +100,7 @@ def _version_at(writes: list[tuple[float, int]], t: float) -> int:
 
 def run(args) -> dict:
     ttls = [0.1, 1.0] if args.quick else TTLS
-    reps = 1 if args.quick else (args.reps or 1)
+    reps = 1 if args.quick else (args.reps or 2)
     duration_s = 2.5 if args.quick else max(args.duration, 10.0)
     out = harness.results_dir("staleness", args.out)
     progress = harness.Progress(len(ttls) * reps, "staleness")
@@ -117,7 +117,7 @@ def run(args) -> dict:
     harness.write_json(out / "meta.json", {
         "experiment": "staleness", "machine": harness.machine_note(), "reps": reps,
         "lambda_per_s": LAMBDA, "reads_per_s": READS, "duration_s": duration_s,
-        "summary": summary})
+        "config": _config(out / "cfg", ttls[0]), "summary": summary})
     print(f"{'TTL s':>6} {'stale %':>8} {'model %':>8} {'model(T+1/r) %':>15}")
     for ttl, s in summary.items():
         print(f"{ttl:>6} {s['stale_pct']:>8.2f} {s['model_pct']:>8.2f} {s['model_effective_pct']:>15.2f}")

@@ -74,7 +74,7 @@ def _one(work: Path, mode: str, p: dict, warmup_s: float, duration_s: float) -> 
 
 def run(args) -> dict:
     sweeps = QUICK if args.quick else SWEEPS
-    reps = 1 if args.quick else (args.reps or 1)
+    reps = 1 if args.quick else (args.reps or 2)
     warmup_s, duration_s = (0.5, 1.5) if args.quick else (1.0, min(args.duration, 4.0))
     out = harness.results_dir("sweep", args.out)
     todo = points(sweeps)
@@ -92,7 +92,8 @@ def run(args) -> dict:
     harness.write_json(out / "meta.json", {
         "experiment": "sweep", "machine": harness.machine_note(), "reps": reps,
         "warmup_s": warmup_s, "duration_s": duration_s, "base": BASE, "sweeps": sweeps,
-        "synchronous": "FULL", "cpu_pinning": False, "summary": summary})
+        "synchronous": "FULL", "cpu_pinning": False,
+        "config_base": _config(out / "cfg", "cached", BASE), "summary": summary})
     _print(summary, out)
     return summary
 
