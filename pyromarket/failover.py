@@ -12,9 +12,8 @@ was fenced meanwhile, and steps down if so.
 
 The loop re-reads the traders' names every REFRESH_S, so it starts watching a trader
 that was launched (or replaced) later. With autoscaling on, the coordinator (the live
-trader with the lowest n) feeds the loads that pings report to autoscale.ScalePolicy
-and has its Launcher start a trader when the policy says so, or when it took over from a
-dead trader and `autoscale.replace_failed` is set.
+trader with the lowest n) hands the loads that pings report to its scaler.Scaler, which
+launches a trader when the policy says so, or a replacement after a takeover.
 """
 
 from __future__ import annotations
@@ -24,10 +23,10 @@ import threading
 import time
 
 from . import config, rpc
-from .autoscale import Decision, ScalePolicy
 from .errors import MarketError, Unavailable
-from .eventlog import EventLog, stamp
+from .eventlog import EventLog
 from .heartbeat import HeartbeatMonitor
+from .scaler import Scaler
 from .trader import Trader, WarehouseLink
 
 __all__ = ["Failover", "TRADER_OBJECT"]
@@ -47,8 +46,7 @@ class Failover:
         hb, a = cfg.heartbeat, cfg.autoscale
         self.monitor = HeartbeatMonitor(list(self._uris), hb.interval_s, hb.timeout_s, hb.misses,
                                         time.monotonic(), grace_s=cfg.election.startup_timeout_s)
-        self._launcher = launcher
-        self.policy = ScalePolicy(a.threshold, a.max_traders, a.cooldown_s) if launcher else None
+        self.scaler = Scaler(trader, a, launcher, log) if launcher else None
         self._loads: dict[int, int] = {}       # n -> requests in its window, from its pings
         self._epochs: dict[int, int] = {}      # n -> the epoch its pings showed
         self._ns = None
@@ -109,47 +107,19 @@ class Failover:
         self._broadcast(n, sorted(live))
         alone = "the sole trader" if len(live) == 1 else f"one of traders {sorted(live)}"
         self.log(f"Trader {self.me} has taken over from Trader {n} and is now {alone}")
-        if self.policy and self.cfg.autoscale.replace_failed and self.coordinator:
-            decision = self.policy.replacement(time.monotonic(), n, self._live_loads())
-            if decision is not None:
-                self._launch(decision)
+        if self.scaler and self.coordinator:
+            self.scaler.replace(time.monotonic(), n, self._live_loads())
 
     # --- autoscaling --------------------------------------------------------------------------
 
     def _autoscale(self, now: float) -> None:
-        if self.policy is None or not self.coordinator:
-            return
-        taken = {self.me, *self._uris, *self.monitor.dead}
-        decision = self.policy.decide(now, self._live_loads(), taken)
-        if decision is not None:
-            self._launch(decision)
+        if self.scaler and self.coordinator:
+            self.scaler.tick(now, self._live_loads(), {self.me, *self._uris, *self.monitor.dead})
 
     def _live_loads(self) -> dict[int, int]:
         loads = {n: self._loads.get(n, 0) for n in self.monitor.live}
         loads[self.me] = self.trader.load.count(time.monotonic())
         return loads
-
-    def _launch(self, d: Decision) -> None:
-        """Record the scale event, then start the trader on a thread of its own (an EC2
-        call may take a while; heartbeats must go on)."""
-        a, at = self.cfg.autoscale, time.time()
-        why = (f"its load of {d.mean_load:.0f} requests per {a.window_s:g} s per trader passed "
-               f"{a.threshold}" if d.kind == "scale_out" else f"Trader {d.index} was declared dead")
-        event = {"at": at, "time": stamp(at), "kind": d.kind, "trader": d.index, "by": self.me,
-                 "mean_load": round(d.mean_load, 1), "live": d.live, "handle": None}
-        self.trader.scale_events.append(event)
-        verb = "launches a new" if d.kind == "scale_out" else "launches a replacement"
-        self.log(f"Trader {self.me} {verb} Trader {d.index}: {why} ({d.live} live, cap "
-                 f"{a.max_traders})")
-
-        def launch() -> None:
-            try:
-                event["handle"] = self._launcher.launch(d.index)
-                self.log(f"Trader {self.me} started Trader {d.index} ({event['handle']})")
-            except Exception as exc:             # a launcher error must not end the heartbeats
-                event["handle"] = f"failed: {exc}"
-                self.log(f"Trader {self.me} could not start Trader {d.index}: {exc}")
-        threading.Thread(target=launch, name=f"launch-{d.index}", daemon=True).start()
 
     def _refresh(self) -> None:
         """Watch traders that registered since (launched replicas, replacements)."""

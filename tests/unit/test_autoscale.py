@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from pyromarket.autoscale import LoadWindow, ScalePolicy
 from pyromarket.launcher import user_data
+from pyromarket.process import wait_until
+from pyromarket.scaler import Scaler
 
 
 def test_window_counts_only_the_last_window():
@@ -75,3 +79,53 @@ def test_user_data_installs_writes_the_config_and_starts_the_replica():
     assert "pip install pyromarket==0.1.0" in script
     assert "base64 -d > /etc/pyromarket/market.yaml" in script
     assert script.rstrip().endswith('--index 3 --host "$HOST"')
+
+
+class _Launcher:
+    def __init__(self, fail: bool = False):
+        self.started, self.fail = [], fail
+        self.done = threading.Event()
+
+    def launch(self, index: int) -> str:
+        self.started.append(index)
+        self.done.set()
+        if self.fail:
+            raise RuntimeError("no capacity")
+        return f"pid {1000 + index}"
+
+
+def _scaler(launcher, replace_failed: bool = True):
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(threshold=10, max_traders=3, cooldown_s=5.0, window_s=2.0,
+                          replace_failed=replace_failed)
+    trader = SimpleNamespace(index=1, scale_events=[])
+    lines = []
+    return Scaler(trader, cfg, launcher, lines.append), trader, lines
+
+
+def test_scaler_launches_records_the_event_and_logs_it():
+    launcher = _Launcher()
+    scaler, trader, lines = _scaler(launcher)
+    scaler.tick(0.0, {1: 50}, {1})
+    assert launcher.done.wait(5)
+    (event,) = trader.scale_events
+    assert (event["kind"], event["trader"], event["by"], event["mean_load"]) == ("scale_out", 2, 1, 50.0)
+    assert launcher.started == [2] and "launches a new Trader 2" in lines[0]
+    scaler.tick(1.0, {1: 50}, {1})                 # cooling down: nothing more
+    assert len(trader.scale_events) == 1
+
+
+def test_a_failed_launch_is_recorded_not_raised():
+    launcher = _Launcher(fail=True)
+    scaler, trader, lines = _scaler(launcher)
+    scaler.replace(0.0, 2, {1: 5})
+    assert launcher.done.wait(5)
+    wait_until(lambda: trader.scale_events[0]["handle"] is not None, 5, "the launch thread")
+    assert trader.scale_events[0]["handle"] == "failed: no capacity"
+
+
+def test_no_replacement_unless_configured():
+    launcher = _Launcher()
+    scaler, trader, _ = _scaler(launcher, replace_failed=False)
+    scaler.replace(0.0, 2, {1: 5})
+    assert trader.scale_events == [] and launcher.started == []
