@@ -15,6 +15,13 @@ __all__ = ["selling_vs_ratio", "failover_series", "autoscale_series", "sweep_pan
            "staleness_vs_ttl", "durability_bars", "setup_bars"]
 
 
+def _save(fig, path: Path, dpi: int = 120) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def selling_vs_ratio(rows: list[dict], path: Path) -> Path:
     """Over-sells and actual under-sells (% of buy requests) against buyers:sellers."""
     df = pd.DataFrame(rows).melt(id_vars=["ratio", "split"],
@@ -31,10 +38,7 @@ def selling_vs_ratio(rows: list[dict], path: Path) -> Path:
     ax.set_xlabel("buyers : sellers (log scale)")
     ax.set_ylabel("% of buy requests")
     ax.set_title("Cached traders: selling errors against the buyer:seller ratio")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def failover_series(series: list[dict], killed_at_s: float, path: Path) -> Path:
@@ -47,10 +51,7 @@ def failover_series(series: list[dict], killed_at_s: float, path: Path) -> Path:
     ax.set_xlabel("seconds since the market started trading")
     ax.set_ylabel("goods shipped per second")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def autoscale_series(series: list[dict], decided_s: float | None, path: Path) -> Path:
@@ -69,10 +70,7 @@ def autoscale_series(series: list[dict], decided_s: float | None, path: Path) ->
     ax.set_xlabel("seconds since the market started trading")
     ax.set_ylabel("requests answered per second")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 SWEEP_LABELS = {"traders": "traders (N_t)", "buyers": "buyers (closed-loop)",
@@ -95,10 +93,7 @@ def sweep_panels(rows: list[dict], path: Path) -> Path:
                         errorbar="sd", ax=ax, legend=(row == 0 and col == 0))
             ax.set_xlabel(SWEEP_LABELS.get(sweep, sweep) if row == 1 else "")
             ax.set_ylabel(("requests answered/s", "goods shipped/s")[row] if col == 0 else "")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def staleness_vs_ttl(rows: list[dict], path: Path) -> Path:
@@ -119,10 +114,7 @@ def staleness_vs_ttl(rows: list[dict], path: Path) -> Path:
     ax.set_ylabel("stale reads (% of cached reads)")
     ax.set_title(f"Staleness against the TTL (model gap from read spacing ≤ {reads_gap:.1f} pt)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def durability_bars(rows: list[dict], path: Path) -> Path:
@@ -134,10 +126,7 @@ def durability_bars(rows: list[dict], path: Path) -> Path:
     ax.set_xlabel("")
     ax.set_ylabel("orders committed per second")
     ax.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def setup_bars(rows: list[dict], path: Path, title: str) -> Path:
@@ -150,7 +139,4 @@ def setup_bars(rows: list[dict], path: Path, title: str) -> Path:
     ax.set_xlabel("closed-loop clients")
     ax.set_ylabel("requests answered per second")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
