@@ -175,7 +175,7 @@ class Failover:
             self.log(f"Trader {self.me} could not unlist Trader {n}: {exc}")
 
     def _broadcast(self, n: int, live: list[int]) -> None:
-        skip = {self._location, self._uris[n].split("@", 1)[1]}   # this process, the dead one
+        skip = {self._location, rpc.location(self._uris[n])}   # this process, the dead one
         for peer in self.cfg.peers:
             if f"{peer.host}:{peer.port}" in skip:
                 continue

@@ -19,13 +19,12 @@ from __future__ import annotations
 import base64
 import os
 import shlex
-import signal
 import subprocess
 from typing import Protocol
 
-from . import config
+from . import config, runtime
 from .errors import MarketError
-from .process import alive, python_module
+from .process import alive, python_module, stop_pids
 
 __all__ = ["Launcher", "LocalLauncher", "Ec2Launcher", "make_launcher", "user_data",
            "REPLICA_DIR", "replica_pids"]
@@ -47,10 +46,9 @@ class LocalLauncher:
         self._procs: list[subprocess.Popen] = []
 
     def launch(self, index: int) -> str:
-        cores = sorted(os.sched_getaffinity(0))
         argv = python_module("pyromarket.replica", "--config", self.config_path, "--run-dir",
                              self.run_dir, "--index", str(index),
-                             "--core", str(cores[(index - 1) % len(cores)]))
+                             "--core", str(runtime.trader_core(index)))
         os.makedirs(os.path.join(self.run_dir, REPLICA_DIR), exist_ok=True)
         with open(os.path.join(self.run_dir, f"replica-{index}.out"), "ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
@@ -61,22 +59,9 @@ class LocalLauncher:
         return f"pid {proc.pid}"
 
     def close(self, grace_s: float = 3.0) -> None:
-        running = [p for p in self._procs if p.poll() is None]
-        for p in running:
-            _signal_group(p.pid, signal.SIGTERM)
-        for p in running:
-            try:
-                p.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(p.pid, signal.SIGKILL)
-                p.wait(5.0)
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+        stop_pids([p.pid for p in self._procs if p.poll() is None], grace_s)
+        for p in self._procs:
+            p.wait(5.0)                      # reap them
 
 
 def replica_pids(run_dir: str) -> list[int]:

@@ -162,8 +162,7 @@ def _become_trader(node: PeerNode, cfg: config.MarketConfig, server: rpc.Server,
                    log: EventLog, args, stop: threading.Event) -> TradingPost:
     index = trader_index(node.traders, node.me.id)
     post = TradingPost(index, node.me.id, cfg, server, args.run_dir, args.config, stop)
-    cores = sorted(os.sched_getaffinity(0))
-    uri = post.open(core=cores[(index - 1) % len(cores)] if cfg.cpu.pin_traders else None)
+    uri = post.open(core=runtime.trader_core(index) if cfg.cpu.pin_traders else None)
     node.trader_index, node.trader_uri = index, uri     # status() says "trader" before
     others = {trader_index(node.traders, p): _trader_uri(cfg.peer(p))  # anyone can find
               for p in node.traders if p != node.me.id}                # the name

@@ -59,7 +59,7 @@ class TradingPost:
         if self.cfg.autoscale.enabled:
             self._launcher = make_launcher(self.cfg, self.config_path, self.run_dir)
         self.failover = Failover(self.trader, self.link, self.cfg, others, self.log,
-                                 launcher=self._launcher, location=_location(self.uri))
+                                 launcher=self._launcher, location=rpc.location(self.uri))
         threading.Thread(target=self.failover.run, args=(self.stop,), name="heartbeat",
                          daemon=True).start()
         self._schedule_exit()
@@ -115,6 +115,3 @@ def pin(core: int, index: int, log: EventLog) -> None:
     os.sched_setaffinity(0, {core})
     log(f"Trader {index} is pinned to CPU core {core}")
 
-
-def _location(uri: str) -> str:
-    return uri.split("@", 1)[1]

@@ -31,7 +31,7 @@ from .errors import InvalidRequest, MarketError, Unavailable
 __all__ = [
     "configure", "register_errors", "expose", "release", "remote", "proxy", "ThreadLocalProxy", "Server", "nameserver",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
-    "register_name", "remove_name", "remove_name_if", "CommunicationError", "peer_uri",
+    "register_name", "remove_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
 ]
 
 WAREHOUSE_NAME = "market.warehouse"
@@ -44,6 +44,11 @@ log = logging.getLogger("pyromarket.rpc")
 
 def trader_name(n: int) -> str:
     return f"{TRADER_PREFIX}{n}"
+
+
+def location(uri: str) -> str:
+    """The host:port part of a PYRO: URI (which process serves it)."""
+    return str(uri).split("@", 1)[1]
 
 
 def peer_uri(host: str, port: int) -> str:

@@ -17,7 +17,8 @@ from . import config, rpc
 from .errors import Unavailable
 from .eventlog import EventLog
 
-__all__ = ["role_args", "load_config", "stop_on_signals", "connect_ns", "open_log", "backoff_delays"]
+__all__ = ["role_args", "load_config", "stop_on_signals", "connect_ns", "open_log", "backoff_delays",
+           "trader_core"]
 
 
 def role_args(prog: str, description: str, argv: Sequence[str] | None,
@@ -55,6 +56,13 @@ def stop_on_signals() -> threading.Event:
 def open_log(run_dir: str | None, cfg: config.MarketConfig, name: str) -> EventLog:
     folder = run_dir or cfg.logs.dir
     return EventLog(os.path.join(folder, f"{name}.txt"))
+
+
+def trader_core(index: int) -> int:
+    """The CPU core trader n runs on when pinned: (n-1) mod cores, so traders get a core
+    each where there are enough, and a survivor never shares a dead trader's core."""
+    cores = sorted(os.sched_getaffinity(0))
+    return cores[(index - 1) % len(cores)]
 
 
 def backoff_delays(first_s: float, cap_s: float = 1.0):
