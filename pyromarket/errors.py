@@ -1,4 +1,4 @@
-"""The market's exception tree. No Pyro5 import: rpc.py registers these with serpent.
+"""The market's exception tree. No Pyro5 import: rpc.py registers these with Pyro5.
 
     MarketError                  anything the market refuses or cannot do
     ├── InvalidRequest           bad arguments: wrong type, bad quantity, bad id
@@ -12,7 +12,7 @@
     ConfigError (ValueError)     a config file that cannot run; raised at startup
 
 Every remote exception takes its message as its only positional argument, which is
-what Pyro5's serpent round trip needs (rpc.register_errors).
+what Pyro5's json and serpent round trips need (rpc.register_errors).
 """
 
 __all__ = [

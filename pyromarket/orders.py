@@ -29,8 +29,8 @@ class Order:
     epoch: int = 0        # the forwarding trader's leadership epoch (fencing)
 
     def to_row(self) -> tuple:
-        """The compact form `Warehouse.apply` takes: serpent parses a tuple about twice
-        as fast as the equivalent dict, and apply() is the trader's hot path."""
+        """The compact form `Warehouse.apply` takes: a row encodes and parses faster
+        than the equivalent dict, and apply() is the trader's hot path."""
         return (self.kind, self.product, self.qty, self.request_id, self.origin, self.epoch)
 
     def same_request(self, kind: str, product: str, qty: int) -> bool:

@@ -4,7 +4,7 @@
     >>> t = trader(1)                  # market.trader.1, found through the name server
     >>> t.buy("salt", 2)
 
-Importing this module registers the market's exceptions with serpent, so a refused
+Importing this module registers the market's exceptions with Pyro5, so a refused
 call raises a readable `pyromarket.errors.InvalidRequest` instead of Pyro5's
 `SerializeError`. A plain `Pyro5.api.Proxy("PYRONAME:market.trader.1")` works too,
 once this module (or pyromarket.rpc.register_errors()) has been imported.

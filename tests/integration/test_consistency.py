@@ -137,6 +137,24 @@ def test_quiet_market_is_driven_from_a_repl_style_session(start_market, mode):
         assert all(e["ok"] for e in warehouse.audit().values())
 
 
+def test_a_repl_on_pyro5_defaults_speaks_serpent_and_gets_named_errors(start_market):
+    """The market's processes speak json; a REPL user's proxy, on Pyro5's defaults, serpent."""
+    import Pyro5.api
+    market = start_market(QUIET, 2)
+    ns = market.cfg.nameserver
+    with Pyro5.api.Proxy(f"PYRONAME:market.trader.2@{ns.host}:{ns.port}") as trader:
+        trader._pyroSerializer = "serpent"
+        trader._pyroTimeout = 5
+        assert trader.sell("salt", 2)["outcome"] == "stocked"
+        reply = trader.buy("salt", 1, "repl-serpent-1")
+        assert (reply["outcome"], reply["request_id"]) == ("shipped", "repl-serpent-1")
+        with pytest.raises(InvalidRequest, match="quantity"):
+            trader.buy("salt", -1)
+        with pytest.raises(UnknownProduct):
+            trader.lookup("gold")
+        assert trader.buy("salt", 1, "repl-serpent-1")["replayed"] is True
+
+
 def _sell_until(market, acked: list, stop: threading.Event, errors: list) -> None:
     """Sell 1 fish at a time through trader 1, each id retried until acknowledged."""
     try:

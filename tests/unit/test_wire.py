@@ -1,7 +1,7 @@
-"""What crosses the wire: order checks, error round trips through serpent, the remote guard."""
+"""What crosses the wire: order checks, error round trips through json and serpent, the remote guard."""
 
 import pytest
-from Pyro5.serializers import SerpentSerializer
+from Pyro5.serializers import JsonSerializer, SerpentSerializer
 
 from pyromarket import errors, rpc
 from pyromarket.errors import (ConflictingRequest, InvalidRequest, MarketError, Unavailable,
@@ -40,12 +40,20 @@ def test_good_order_passes():
     assert order.to_row() == ("sell", "fish", 100, "r9", "trader 2", 0)
 
 
+@pytest.mark.parametrize("serializer", [JsonSerializer, SerpentSerializer])
 @pytest.mark.parametrize("cls", errors.REMOTE_ERRORS)
-def test_every_market_error_survives_serpent(cls):
+def test_every_market_error_survives_the_wire(cls, serializer):
+    """json: what the market's processes speak; serpent: what a REPL user's default is."""
     rpc.configure()
-    ser = SerpentSerializer()
+    ser = serializer()
     back = ser.loads(ser.dumps(cls("the message")))
     assert type(back) is cls and str(back) == "the message"
+
+
+def test_the_market_speaks_json():
+    rpc.configure()
+    import Pyro5
+    assert Pyro5.config.SERIALIZER == rpc.SERIALIZER == "json"
 
 
 @pytest.mark.parametrize("exc", [UnknownProduct("x"), ConflictingRequest("y"), Unavailable("z")])
