@@ -1,10 +1,13 @@
 """Experiment `core`: real cache-less buys against a bare two-hop Pyro5 chain.
 
 Same run, same load generators, same number of client processes (1, 4, 8):
-  chain: client -> middle -> backend that does nothing (bench.chain)
-  real:  client -> trader -> warehouse, a real SQLite buy with synchronous=FULL
+  chain:       client -> middle -> backend that does nothing (bench.chain)
+  real:        client -> trader -> warehouse, a real SQLite buy with synchronous=FULL
+  real-normal: the same with synchronous=NORMAL (no fsync per commit), a diagnostic
 The ratio real/chain says how much the business logic and durability cost beyond the
-transport. Chain and real alternate within each repetition so drift hits both.
+transport; real-normal/chain says how much of that is the fsync. The setups take turns
+within each repetition, and the summary gives both the ratio of medians and the median
+of ratios paired within a repetition (seconds apart, so machine drift cancels).
 """
 
 from __future__ import annotations
@@ -19,42 +22,46 @@ DESCRIPTION = "cache-less buys (trader -> warehouse, FULL) vs a bare two-hop Pyr
 
 def run(args) -> dict:
     clients = [1, 4] if args.quick else [1, 4, 8]
-    reps = 1 if args.quick else (args.reps or 3)
+    reps = 1 if args.quick else (args.reps or 4)
     warmup_s, duration_s = (0.5, 1.5) if args.quick else (1.0, args.duration)
     out = harness.results_dir("core", args.out)
     work = out / "work"
     chain_services, chain_uri = harness.start_chain(work / "chain")
-    data = harness.market_dict(work / "market", ["buyer"], 1,
-                               warehouse={"synchronous": "FULL",
-                                          "initial_stock": {"salt": 10**12, "fish": 0, "boar": 0}},
-                               max_quantity=100)
-    market = harness.start_market(work / "market", data)
+    configs = {setup: _market_config(work / setup, sync) for setup, sync in MARKETS.items()}
+    markets = {}
     rows = []
-    progress = harness.Progress(len(clients) * reps * 2, "core")
+    progress = harness.Progress(len(clients) * reps * (1 + len(MARKETS)), "core")
     try:
-        trader_uri = market.traders()[1]
+        for setup, data in configs.items():
+            markets[setup] = harness.start_market(work / setup, data)
+        targets = {"chain": (chain_uri, "call"),
+                   **{setup: (m.traders()[1], "buy") for setup, m in markets.items()}}
         for n in clients:
             for rep in range(reps):
-                order = [("chain", chain_uri, "call"), ("real", trader_uri, "buy")]
-                for setup, uri, method in (order if rep % 2 == 0 else order[::-1]):
+                for setup in _rotated(list(targets), rep):
+                    uri, method = targets[setup]
                     res = harness.run_clients(uri, n, warmup_s, duration_s, method=method)
                     rows.append({"setup": setup, "clients": n, "rep": rep,
                                  **harness.aggregate(res, duration_s)})
                     progress.step(f"{setup} n={n}")
-        with market.warehouse() as w:
+        with markets["real"].warehouse() as w:
             wstats = w.stats()
-        with harness.rpc.proxy(trader_uri, 5) as t:
+        with harness.rpc.proxy(targets["real"][0], 5) as t:
             tstats = t.stats()
     finally:
-        market.stop()
+        for m in markets.values():
+            m.stop()
         for s in chain_services:
             s.stop()
     summary = _summarize(rows, clients)
     summary["warehouse_orders_per_commit"] = wstats["orders_per_commit"]
+    summary["warehouse_commit_ms"] = wstats["commit_ms"]
+    summary["warehouse_apply_ms"] = wstats["apply_ms"]
+    summary["trader_warehouse_call_ms"] = tstats["warehouse_call_ms"]
     summary["warehouse_calls_per_buy"] = round(tstats["warehouse_calls"] / max(1, tstats["buys"]), 3)
     harness.write_csv(out / "results.csv", rows)
     harness.write_json(out / "meta.json", {"experiment": "core", "machine": harness.machine_note(),
-                                           "config": data, "warmup_s": warmup_s,
+                                           "config": configs["real"], "warmup_s": warmup_s,
                                            "duration_s": duration_s, "reps": reps,
                                            "summary": summary})
     plots.setup_bars(rows, out / "core.png", "Cache-less buys against a bare two-hop chain")
@@ -62,19 +69,54 @@ def run(args) -> dict:
     return summary
 
 
+# the real markets measured: the goal's (FULL), and one without the fsync, which
+# splits the gap to the chain into what durability costs and what the rest costs
+MARKETS = {"real": "FULL", "real-normal": "NORMAL"}
+
+
+def _market_config(workdir: Path, synchronous: str) -> dict:
+    return harness.market_dict(workdir, ["buyer"], 1,
+                               warehouse={"synchronous": synchronous,
+                                          "initial_stock": {"salt": 10**12, "fish": 0, "boar": 0}},
+                               max_quantity=100)
+
+
+def _rotated(setups: list[str], rep: int) -> list[str]:
+    """Each repetition starts with the next setup, so slow drift hits every one alike."""
+    k = rep % len(setups)
+    return setups[k:] + setups[:k]
+
+
 def _summarize(rows: list[dict], clients: list[int]) -> dict:
+    """Per client count: medians, their ratio, and the median of the ratios paired within
+    a repetition (measured seconds apart, so machine drift cancels)."""
     per_n = {}
     for n in clients:
-        chain = statistics.median(r["rate_per_s"] for r in rows if r["setup"] == "chain" and r["clients"] == n)
-        real = statistics.median(r["rate_per_s"] for r in rows if r["setup"] == "real" and r["clients"] == n)
-        per_n[n] = {"chain_per_s": chain, "real_per_s": real, "ratio": round(real / chain, 3)}
+        rate = {(r["setup"], r["rep"]): r["rate_per_s"] for r in rows if r["clients"] == n}
+        reps = sorted({rep for _, rep in rate})
+        med = {setup: statistics.median(v for (s, _), v in rate.items() if s == setup)
+               for setup in ("chain", *MARKETS)}
+        per_n[n] = {"chain_per_s": med["chain"], "real_per_s": med["real"],
+                    "ratio": round(med["real"] / med["chain"], 3),
+                    "paired_ratio": _paired(rate, "real", reps),
+                    "normal_per_s": med["real-normal"],
+                    "normal_ratio": round(med["real-normal"] / med["chain"], 3),
+                    "normal_paired_ratio": _paired(rate, "real-normal", reps)}
     return {"per_clients": per_n}
 
 
+def _paired(rate: dict, setup: str, reps: list[int]) -> float:
+    return round(statistics.median(rate[(setup, rep)] / rate[("chain", rep)] for rep in reps), 3)
+
+
 def _print(summary: dict, out: Path) -> None:
-    print(f"{'clients':>7} {'chain/s':>9} {'real/s':>9} {'real/chain':>10}")
+    print(f"{'clients':>7} {'chain/s':>9} {'real/s':>9} {'real/chain':>10} {'paired':>7} "
+          f"{'NORMAL/s':>9} {'NORMAL/chain':>12}")
     for n, s in summary["per_clients"].items():
-        print(f"{n:>7} {s['chain_per_s']:>9.0f} {s['real_per_s']:>9.0f} {s['ratio']:>10.2f}")
+        print(f"{n:>7} {s['chain_per_s']:>9.0f} {s['real_per_s']:>9.0f} {s['ratio']:>10.2f} "
+              f"{s['paired_ratio']:>7.2f} {s['normal_per_s']:>9.0f} {s['normal_ratio']:>12.2f}")
     print(f"warehouse orders per commit: {summary['warehouse_orders_per_commit']}; "
-          f"warehouse calls per buy: {summary['warehouse_calls_per_buy']}")
+          f"warehouse calls per buy: {summary['warehouse_calls_per_buy']}; a trader's warehouse "
+          f"call {summary['trader_warehouse_call_ms']} ms, of which apply "
+          f"{summary['warehouse_apply_ms']} ms, of which the commit {summary['warehouse_commit_ms']} ms")
     print(f"results: {out}")

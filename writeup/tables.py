@@ -22,9 +22,10 @@ def _cell(v) -> str:
 
 def core(d: dict) -> str:
     s = d["core"]["summary"]["per_clients"]
-    return _md(["closed-loop clients", "bare two-hop chain (req/s)", "real cache-less buys (req/s)",
-                "real ÷ chain"],
-               [(n, e["chain_per_s"], e["real_per_s"], e["ratio"]) for n, e in s.items()])
+    return _md(["closed-loop clients", "bare two-hop chain (req/s)", "real, FULL (req/s)",
+                "real ÷ chain", "paired within a rep", "real, NORMAL (req/s)", "NORMAL ÷ chain"],
+               [(n, e["chain_per_s"], e["real_per_s"], e["ratio"], e.get("paired_ratio", "–"),
+                 e.get("normal_per_s", "–"), e.get("normal_ratio", "–")) for n, e in s.items()])
 
 
 def cache(d: dict) -> str:

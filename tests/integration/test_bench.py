@@ -22,7 +22,7 @@ def _quick(tmp_path, experiment: str):
 
 
 
-@pytest.mark.parametrize("experiment,setups", [("core", {"chain", "real"}),
+@pytest.mark.parametrize("experiment,setups", [("core", {"chain", "real", "real-normal"}),
                                                ("cache", {"one-hop", "sync", "cached"})])
 def test_quick_run_writes_results(tmp_path, experiment, setups):
     """Runs the experiment's --quick form; checks the CSV and meta, not the speed."""
@@ -30,6 +30,10 @@ def test_quick_run_writes_results(tmp_path, experiment, setups):
     assert {r["setup"] for r in rows} == setups
     assert all(float(r["rate_per_s"]) > 0 for r in rows)
     assert meta["machine"]["git_commit"] and meta["summary"]["per_clients"]
+    if experiment == "core":          # the paired ratio is a ratio of this run's own rates
+        for n, entry in meta["summary"]["per_clients"].items():
+            rate = {r["setup"]: float(r["rate_per_s"]) for r in rows if r["clients"] == n}
+            assert entry["paired_ratio"] == round(rate["real"] / rate["chain"], 3)
 
 
 def test_bench_help_lists_the_experiments():
