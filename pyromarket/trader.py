@@ -4,11 +4,11 @@ A trader takes buys and sells from peers and decides them with an inventory stra
 (inventory.py): in cache-less `sync` mode every order goes to the warehouse; in
 `cached` mode a TTL cache of stock and versions lets it deny some buys locally.
 Orders reach the warehouse through a `WarehouseLink`: while one `apply` call is in
-flight, orders from other peers queue, and the next call carries them all
-(batching.Batcher). Each trader thread uses its own warehouse proxy. A forward that
-fails is retried with the same request_id until the trader's budget
-(rpc.warehouse_timeout_s) runs out; then the peer gets `Unavailable` and retries, again
-with the same id. Registered in the name server as `market.trader.<n>`.
+flight, orders from other peers queue, and the next call carries them all; a thread of
+the link's own makes the calls (batching.Pump). Each trader thread uses its own
+warehouse proxy. A forward that fails is retried with the same request_id until the
+trader's budget (rpc.warehouse_timeout_s) runs out; then the peer gets `Unavailable`
+and retries, again with the same id. Registered in the name server as `market.trader.<n>`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from . import config, rpc, runtime
 from .autoscale import LoadWindow
-from .batching import Batcher
+from .batching import Pump
 from .errors import FencedOut, InvalidRequest, MarketError, NotATrader, Unavailable, from_wire
 from .eventlog import EventLog
 from .orders import Order, check, check_product, new_request_id
@@ -33,16 +33,17 @@ __all__ = ["Trader", "WarehouseLink", "make_inventory", "STAT_KEYS"]
 
 
 class WarehouseLink:
-    """Batches orders into `warehouse.apply` calls, one call in flight at a time."""
+    """Batches orders into `warehouse.apply` calls, one call in flight at a time, made by
+    the pump's thread (with its own warehouse proxy, like every other thread here)."""
 
     def __init__(self, uri: str, timeout_s: float, batch_max: int = 256):
         self.uri, self.timeout_s = uri, timeout_s
         self._proxies = rpc.ThreadLocalProxy(uri, timeout_s)   # one per calling thread
         self.calls, self._orders, self._call_s = 0, 0, 0.0   # written by the leader only
-        self._batcher = Batcher(self._send, batch_max, name="warehouse link")
+        self._pump = Pump(self._send, batch_max, name="warehouse link")
 
     def submit(self, order: Order, timeout_s: float) -> dict:
-        return self._batcher.submit(order, timeout_s)
+        return self._pump.submit(order, timeout_s)
 
     def stats(self) -> dict:
         calls = self.calls
@@ -74,7 +75,7 @@ class WarehouseLink:
             raise
 
     def close(self) -> None:
-        self._batcher.close()
+        self._pump.close()
         self._proxies.close()
 
     def _send(self, orders: Sequence[Order]) -> list:

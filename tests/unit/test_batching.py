@@ -1,11 +1,12 @@
-"""The leader/follower batcher: batches form from whatever queued, results reach the
-right caller, followers give up cleanly, and nothing needs a sleep to test."""
+"""Both batching strategies (leader/follower `Batcher`, dedicated-thread `Pump`): batches
+form from whatever queued, results reach the right caller, waiters give up cleanly, and
+nothing needs a sleep to test."""
 
 import threading
 
 import pytest
 
-from pyromarket.batching import Batcher
+from pyromarket.batching import Batcher, Pump
 from pyromarket.errors import Unavailable
 
 
@@ -41,6 +42,19 @@ def submit_in_threads(b, items, results, timeout=5.0):
     return threads
 
 
+@pytest.fixture(params=[Batcher, Pump])
+def make(request):
+    """Each test runs against both strategies; every one made is closed afterwards."""
+    made = []
+
+    def factory(handler, max_batch):
+        made.append(request.param(handler, max_batch))
+        return made[-1]
+    yield factory
+    for b in made:
+        b.close(timeout=1)
+
+
 def test_single_submitter_leads_its_own_batch():
     seen = []
     b = Batcher(lambda items: (seen.append(threading.current_thread()), [x * 2 for x in items])[1], 8)
@@ -48,9 +62,18 @@ def test_single_submitter_leads_its_own_batch():
     assert seen == [threading.current_thread()]       # no hand-off to another thread
 
 
-def test_items_queued_during_a_batch_share_the_next_one():
+def test_pump_runs_every_batch_on_its_own_thread():
+    seen = []
+    p = Pump(lambda items: (seen.append(threading.current_thread()), [x * 2 for x in items])[1], 8)
+    assert p.submit(21, timeout=5) == 42 and p.submit(1, timeout=5) == 2
+    assert len(set(seen)) == 1 and seen[0] is not threading.current_thread()
+    p.close()
+    assert not seen[0].is_alive()                     # close() stops the pump
+
+
+def test_items_queued_during_a_batch_share_the_next_one(make):
     handler = Gated()
-    b = Batcher(handler, max_batch=100)
+    b = make(handler, max_batch=100)
     results = {}
     first = submit_in_threads(b, ["first"], results)
     assert handler.entered.wait(5)
@@ -65,9 +88,9 @@ def test_items_queued_during_a_batch_share_the_next_one():
     assert all(results[i] == i for i in range(10)) and results["first"] == "first"
 
 
-def test_max_batch_caps_a_batch():
+def test_max_batch_caps_a_batch(make):
     handler = Gated()
-    b = Batcher(handler, max_batch=3)
+    b = make(handler, max_batch=3)
     results = {}
     threads = submit_in_threads(b, ["lead"], results)
     assert handler.entered.wait(5)
@@ -81,14 +104,14 @@ def test_max_batch_caps_a_batch():
     assert all(results[i] == i for i in range(7))
 
 
-def test_exception_result_is_raised_in_its_submitter_only():
-    b = Batcher(lambda items: [ValueError("bad") if x < 0 else x for x in items], max_batch=8)
+def test_exception_result_is_raised_in_its_submitter_only(make):
+    b = make(lambda items: [ValueError("bad") if x < 0 else x for x in items], max_batch=8)
     with pytest.raises(ValueError):
         b.submit(-1, 5)
     assert b.submit(1, 5) == 1
 
 
-def test_handler_failure_fails_the_whole_batch_and_the_next_still_runs():
+def test_handler_failure_fails_the_whole_batch_and_the_next_still_runs(make):
     calls = []
 
     def flaky(items):
@@ -96,21 +119,21 @@ def test_handler_failure_fails_the_whole_batch_and_the_next_still_runs():
         if len(calls) == 1:
             raise RuntimeError("handler broke")
         return items
-    b = Batcher(flaky, max_batch=8)
+    b = make(flaky, max_batch=8)
     with pytest.raises(RuntimeError, match="handler broke"):
         b.submit(1, 5)
     assert b.submit(2, 5) == 2
 
 
-def test_wrong_result_count_is_an_error_not_a_hang():
-    b = Batcher(lambda items: [], max_batch=8)
+def test_wrong_result_count_is_an_error_not_a_hang(make):
+    b = make(lambda items: [], max_batch=8)
     with pytest.raises(RuntimeError, match="0 results for 1"):
         b.submit(1, 5)
 
 
-def test_follower_times_out_as_unavailable_and_withdraws():
+def test_follower_times_out_as_unavailable_and_withdraws(make):
     handler = Gated()
-    b = Batcher(handler, max_batch=8)
+    b = make(handler, max_batch=8)
     leader = submit_in_threads(b, ["lead"], {})
     assert handler.entered.wait(5)
     with pytest.raises(Unavailable, match="no result within"):
@@ -121,17 +144,17 @@ def test_follower_times_out_as_unavailable_and_withdraws():
     assert handler.batches == [["lead"]]
 
 
-def test_closed_batcher_refuses_and_close_is_idempotent():
-    b = Batcher(lambda items: items, max_batch=8)
+def test_closed_batcher_refuses_and_close_is_idempotent(make):
+    b = make(lambda items: items, max_batch=8)
     b.close()
     b.close()
     with pytest.raises(Unavailable, match="shutting down"):
         b.submit(1, 1)
 
 
-def test_close_waits_for_the_batch_in_flight():
+def test_close_waits_for_the_batch_in_flight(make):
     handler = Gated()
-    b = Batcher(handler, max_batch=8)
+    b = make(handler, max_batch=8)
     results = {}
     t = submit_in_threads(b, ["lead"], results)
     assert handler.entered.wait(5)
