@@ -65,63 +65,98 @@ class _Slot:
         self.lead = False
 
 
-class Batcher(Generic[T, R]):
-    """Feed `handler(batch) -> results` (same length, same order), one batch at a time.
+class _Batching(Generic[T, R]):
+    """What both strategies share: the queue, taking a batch, delivering its results, and
+    a waiter that gives up (and withdraws) if its item was never picked up in time.
 
-    A result that is an exception is raised in its submitter. If the handler itself
-    raises, every item of that batch gets the exception.
+    Contract: `handler(batch) -> results` (same length, same order). A result that is an
+    exception is raised in its submitter; if the handler itself raises, every item of
+    that batch gets the exception.
     """
 
     def __init__(self, handler: Callable[[Sequence[T]], Sequence[R | BaseException]],
-                 max_batch: int, name: str = "batcher"):
+                 max_batch: int, name: str):
         self.name = name
         self._handler = handler
         self._max_batch = max_batch
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
         self._pending: collections.deque[_Slot] = collections.deque()
-        self._busy = False          # a leader is running a batch
         self._closed = False
 
-    def submit(self, item: T, timeout: float) -> R:
-        """Apply one item; a follower waits at most `timeout` s before it gives up."""
+    def _enqueue(self, item: T) -> _Slot:
+        """A queued slot for `item`; the caller holds the lock."""
+        if self._closed:
+            raise Unavailable(f"{self.name} is shutting down")
         slot = _Slot(item)
+        self._pending.append(slot)
+        return slot
+
+    def _wait(self, slot: _Slot, timeout: float) -> None:
+        """Until the slot has its result or was promoted to lead. An item not picked up
+        within `timeout` is withdrawn, so it is never applied, and the caller gets
+        Unavailable; one already in a running batch is waited for (its handler has its
+        own deadline)."""
+        if slot.done.wait(timeout):
+            return
         with self._lock:
-            if self._closed:
-                raise Unavailable(f"{self.name} is shutting down")
-            self._pending.append(slot)
-            slot.lead = not self._busy
-            self._busy = True
-        if not slot.lead:
-            self._follow(slot, timeout)
-        if slot.lead:
-            self._run_batch()
+            if not slot.lead and slot in self._pending:
+                self._pending.remove(slot)
+                raise Unavailable(f"{self.name}: no result within {timeout:.1f} s; "
+                                  f"retry with the same request_id")
+        slot.done.wait()
+
+    def _run_batch(self) -> None:
+        """Take up to max_batch queued items, run them, hand every slot its result."""
+        with self._lock:
+            n = min(len(self._pending), self._max_batch)
+            batch = [self._pending.popleft() for _ in range(n)]
+        if not batch:                          # every waiter withdrew meanwhile
+            return
+        try:
+            results = self._handler([s.item for s in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"handler returned {len(results)} results for {len(batch)}")
+        except BaseException as exc:   # noqa: BLE001 - handed to every waiter, not swallowed
+            results = [exc] * len(batch)
+        for slot, result in zip(batch, results):
+            slot.result = result
+            if not slot.lead:                  # a leader is running this very code
+                slot.done.set()
+
+    @staticmethod
+    def _result(slot: _Slot) -> R:
         if isinstance(slot.result, BaseException):
             raise slot.result
         return slot.result
+
+
+class Batcher(_Batching[T, R]):
+    """Leader and followers: the first submitter runs the batch itself, on its own thread."""
+
+    def __init__(self, handler: Callable[[Sequence[T]], Sequence[R | BaseException]],
+                 max_batch: int, name: str = "batcher"):
+        super().__init__(handler, max_batch, name)
+        self._idle = threading.Condition(self._lock)
+        self._busy = False          # a leader is running a batch
+
+    def submit(self, item: T, timeout: float) -> R:
+        """Apply one item; a follower waits at most `timeout` s before it gives up."""
+        with self._lock:
+            slot = self._enqueue(item)
+            slot.lead = not self._busy
+            self._busy = True
+        if not slot.lead:
+            self._wait(slot, timeout)
+        if slot.lead:
+            self._run_batch()
+            self._hand_over()
+        return self._result(slot)
 
     def close(self, timeout: float = 5.0) -> None:
         """Refuse new items and wait (bounded) for the batch in flight. Safe to call twice."""
         with self._lock:
             self._closed = True
             self._idle.wait_for(lambda: not self._busy, timeout)
-
-    def _follow(self, slot: _Slot, timeout: float) -> None:
-        if slot.done.wait(timeout):
-            return
-        with self._lock:
-            if not slot.lead and slot in self._pending:     # never picked up: withdraw
-                self._pending.remove(slot)
-                raise Unavailable(f"{self.name}: no result within {timeout:.1f} s; "
-                                  f"retry with the same request_id")
-        slot.done.wait()        # in a running batch, whose handler has its own deadline
-
-    def _run_batch(self) -> None:
-        with self._lock:
-            n = min(len(self._pending), self._max_batch)
-            batch = [self._pending.popleft() for _ in range(n)]
-        _deliver(batch, self._handler)
-        self._hand_over()
 
     def _hand_over(self) -> None:
         with self._lock:
@@ -134,45 +169,26 @@ class Batcher(Generic[T, R]):
                 self._idle.notify_all()
 
 
-class Pump(Generic[T, R]):
-    """Feed `handler(batch) -> results` from one dedicated thread, one batch at a time.
-
-    Same contract as `Batcher`; the handler always runs on the pump's own thread.
-    """
+class Pump(_Batching[T, R]):
+    """One dedicated thread runs batch after batch while anything is queued."""
 
     def __init__(self, handler: Callable[[Sequence[T]], Sequence[R | BaseException]],
                  max_batch: int, name: str = "pump"):
-        self.name = name
-        self._handler = handler
-        self._max_batch = max_batch
-        self._lock = threading.Lock()
+        super().__init__(handler, max_batch, name)
         self._wake = threading.Condition(self._lock)    # the pump sleeps here when idle
-        self._pending: collections.deque[_Slot] = collections.deque()
         self._idle = True           # the pump is waiting for work (so needs a notify)
-        self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, item: T, timeout: float) -> R:
         """Apply one item; wait at most `timeout` s for the pump to pick it up."""
-        slot = _Slot(item)
         with self._lock:
-            if self._closed:
-                raise Unavailable(f"{self.name} is shutting down")
-            self._pending.append(slot)
+            slot = self._enqueue(item)
             if self._idle:
                 self._idle = False
                 self._wake.notify()
-        if not slot.done.wait(timeout):
-            with self._lock:
-                if slot in self._pending:          # never picked up: withdraw
-                    self._pending.remove(slot)
-                    raise Unavailable(f"{self.name}: no result within {timeout:.1f} s; "
-                                      f"retry with the same request_id")
-            slot.done.wait()    # in a running batch, whose handler has its own deadline
-        if isinstance(slot.result, BaseException):
-            raise slot.result
-        return slot.result
+        self._wait(slot, timeout)
+        return self._result(slot)
 
     def close(self, timeout: float = 5.0) -> None:
         """Refuse new items, let the pump finish what is queued (bounded), stop it.
@@ -190,21 +206,4 @@ class Pump(Generic[T, R]):
                     self._wake.wait()
                 if not self._pending:           # closed and drained
                     return
-                n = min(len(self._pending), self._max_batch)
-                batch = [self._pending.popleft() for _ in range(n)]
-            _deliver(batch, self._handler)
-
-
-def _deliver(batch: list[_Slot], handler: Callable) -> None:
-    """Run one batch through `handler` and hand each slot its result (an exception from
-    the handler itself goes to every slot). Wakes every slot but a batch's own leader."""
-    try:
-        results = handler([s.item for s in batch])
-        if len(results) != len(batch):
-            raise RuntimeError(f"handler returned {len(results)} results for {len(batch)}")
-    except BaseException as exc:   # noqa: BLE001 - handed to every waiter, not swallowed
-        results = [exc] * len(batch)
-    for slot, result in zip(batch, results):
-        slot.result = result
-        if not slot.lead:
-            slot.done.set()
+            self._run_batch()
