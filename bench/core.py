@@ -17,6 +17,9 @@ from pathlib import Path
 
 from bench import harness, plots
 
+# the real markets measured: the goal's (FULL), and one without the fsync, which
+# splits the gap to the chain into what durability costs and what the rest costs
+MARKETS = {"real": "FULL", "real-normal": "NORMAL"}
 DESCRIPTION = "cache-less buys (trader -> warehouse, FULL) vs a bare two-hop Pyro5 chain"
 
 
@@ -67,11 +70,6 @@ def run(args) -> dict:
     plots.setup_bars(rows, out / "core.png", "Cache-less buys against a bare two-hop chain")
     _print(summary, out)
     return summary
-
-
-# the real markets measured: the goal's (FULL), and one without the fsync, which
-# splits the gap to the chain into what durability costs and what the rest costs
-MARKETS = {"real": "FULL", "real-normal": "NORMAL"}
 
 
 def _market_config(workdir: Path, synchronous: str) -> dict:

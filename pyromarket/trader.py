@@ -39,7 +39,7 @@ class WarehouseLink:
     def __init__(self, uri: str, timeout_s: float, batch_max: int = 256):
         self.uri, self.timeout_s = uri, timeout_s
         self._proxies = rpc.ThreadLocalProxy(uri, timeout_s)   # one per calling thread
-        self.calls, self._orders, self._call_s = 0, 0, 0.0   # written by the leader only
+        self.calls, self._orders, self._call_s = 0, 0, 0.0   # written by the pump only
         self._pump = Pump(self._send, batch_max, name="warehouse link")
 
     def submit(self, order: Order, timeout_s: float) -> dict:

@@ -221,8 +221,8 @@ def _check_slot(n: Any) -> int:
     return n
 
 
-_STAT_KEYS = ("orders", "batches", "apply_calls", "shipped", "shipped_units", "stocked", "stocked_units",
-              "rejected", "replayed", "refused", "revalidations", "fenced")
+_STAT_KEYS = ("orders", "batches", "apply_calls", "shipped", "shipped_units", "stocked",
+              "stocked_units", "rejected", "replayed", "refused", "revalidations", "fenced")
 
 
 def _outcome_counts(res: Any) -> dict[str, int]:
