@@ -49,8 +49,9 @@ def test_load_above_the_threshold_adds_a_trader_that_peers_use(start_market):
     (event,) = scale_events(market)
     assert (event["kind"], event["trader"], event["by"]) == ("scale_out", 2, 1)
     assert event["mean_load"] > 20 and event["handle"].startswith("pid ")
-    assert "launches a new Trader 2" in trader_log(market, 1)
-    assert peer_logs(market).count("Trader 2 now serves at") >= 4          # every client told
+    wait_until(lambda: "launches a new Trader 2" in trader_log(market, 1), 5, "the launch's log line")
+    wait_until(lambda: peer_logs(market).count("Trader 2 now serves at") >= 4, 5,  # every client told
+               "every client to log the new trader")
     market.stop_clients()
     assert_consistent(market)
     pids = market.replicas()
@@ -89,7 +90,8 @@ def test_a_killed_trader_is_replaced_and_nothing_is_lost_or_doubled(start_market
     old_uri = market.traders()[2]
     market.services[f"peer-{max(market.trader_peers)}"].signal(signal.SIGKILL)    # Trader 2
     wait_until(lambda: market.traders().get(2) not in (None, old_uri), 20, "a replacement Trader 2")
-    assert "launches a replacement Trader 2" in trader_log(market, 1)
+    wait_until(lambda: "launches a replacement Trader 2" in trader_log(market, 1), 5,
+               "the replacement's log line")
     ((event),) = scale_events(market)
     assert (event["kind"], event["trader"]) == ("replace", 2)
     with market.trader(2) as t:

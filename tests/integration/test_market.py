@@ -80,10 +80,13 @@ def test_both_traders_serve_and_logs_follow_the_spec_format(start_market, tmp_pa
     run = tmp_path / "run"
     for name in ("warehouse.txt", "trader-1.txt", "trader-2.txt", "peer-1.txt"):
         assert (run / name).exists(), name
+    # a log is written every 0.1 s by a thread of its own (eventlog.FLUSH_S)
+    wait_until(lambda: (run / "trader-1.txt").read_text().strip(), 5, "trader 1's log lines")
     line = (run / "trader-1.txt").read_text().splitlines()[-1]
     import re
     assert re.match(r"\d\d\.\d\d\.\d{4} \d\d:\d\d:\d\d\.\d\d Trader 1 ", line), line
-    assert "Warehouse shipped" in (run / "warehouse.txt").read_text()
+    wait_until(lambda: "Warehouse shipped" in (run / "warehouse.txt").read_text(), 5,
+               "the warehouse's log of a shipment")
 
 
 def _run_launcher(config_path, *extra, timeout=90):

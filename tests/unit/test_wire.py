@@ -110,6 +110,37 @@ def test_event_log_writes_timestamped_lines(tmp_path):
     assert line.endswith(" Trader 1 informed buyer 2 that no salt was available")
 
 
+def test_event_log_lines_reach_the_file_without_a_close_in_their_order(tmp_path):
+    from pyromarket.process import wait_until
+    log = EventLog(str(tmp_path / "t.txt"), flush_s=0.01)
+    try:
+        for i in range(50):
+            log(f"event {i}")
+        wait_until(lambda: (tmp_path / "t.txt").read_text().count("\n") == 50, 5,
+                   "the log's thread to write every line")
+        lines = (tmp_path / "t.txt").read_text().splitlines()
+        assert [line.split(" ", 2)[2] for line in lines] == [f"event {i}" for i in range(50)]
+    finally:
+        log.close()
+
+
+def test_event_log_close_writes_what_is_queued_and_later_events_are_dropped(tmp_path):
+    log = EventLog(str(tmp_path / "t.txt"), flush_s=60)     # the thread would not write in time
+    log("first")
+    log.many(["second", "third"])
+    log.close()
+    log("after close")
+    assert [line.split(" ", 2)[2] for line in (tmp_path / "t.txt").read_text().splitlines()] \
+        == ["first", "second", "third"]
+
+
+def test_event_log_without_a_path_drops_events(tmp_path):
+    log = EventLog(None)
+    log("nowhere")
+    log.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_event_log_many_shares_one_stamp(tmp_path):
     log = EventLog(str(tmp_path / "w.txt"))
     log.many(["Warehouse shipped 1 salt to trader 1", "Warehouse stocked 2 fish from trader 2"])
