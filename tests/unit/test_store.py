@@ -77,6 +77,15 @@ def test_conflicting_replay_is_refused_and_changes_nothing(store):
     assert store.lookup("salt")["stock"] == 4
 
 
+def test_an_id_reused_in_one_batch_or_with_an_unknown_product_is_refused(store):
+    first, again, other = store.apply([buy("id1"), buy("id1", qty=2), Order("buy", "gold", 1, "id1")],
+                                      now=1.0)
+    assert first["outcome"] == SHIPPED and not first["replayed"]
+    assert isinstance(again, ConflictingRequest) and isinstance(other, ConflictingRequest)
+    assert [r["request_id"] for r in store.ledger()] == ["id1"]
+    assert store.lookup("salt") == {"product": "salt", "stock": 4, "version": 1}
+
+
 def test_refusal_in_a_batch_does_not_stop_the_others(store):
     results = store.apply([buy("ok1"), Order("buy", "gold", 1, "bad"), buy("ok2")], now=1.0)
     assert isinstance(results[1], UnknownProduct)
