@@ -10,12 +10,15 @@ contract (`submit(item, timeout) -> result`, `close()`):
   next batch. An idle batcher costs no hand-off to another thread. The warehouse uses it,
   so one SQLite transaction (one fsync) covers every order that arrived during the last
   commit: with one trader there is one call at a time, and its own thread commits it.
-* `Pump`, one dedicated thread that runs batch after batch while anything is queued.
+* `Pump`, a dedicated thread that runs batch after batch while anything is queued.
   The trader's warehouse link uses it: under load the next warehouse call leaves as soon
   as the last reply is in, instead of after a promoted follower thread has been woken and
   scheduled, which on a busy machine is on the serial path of every batch. (Measured with
   8 clients against a FULL warehouse: the pump beat leader/follower in 11 of 14 paired
-  runs, median +7%.)
+  runs, median +7%.) A submitter that finds nothing running runs its batch itself, as a
+  leader would, and hands the queue to the pump thread only if more came meanwhile: an
+  idle link costs no thread hand-off (measured with 1 client: +13% buys/s, and 0.39
+  instead of 0.50 ms of trader CPU per buy; no change with 8).
 
 In both, a batch is whatever queued while the last one ran, and nothing waits on
 purpose. One batch is in flight at a time (measured: several in flight split the batches
@@ -170,40 +173,54 @@ class Batcher(_Batching[T, R]):
 
 
 class Pump(_Batching[T, R]):
-    """One dedicated thread runs batch after batch while anything is queued."""
+    """A pump thread runs batch after batch while anything is queued; a submitter that
+    finds nothing running runs its own batch on its own thread, so an idle pump costs no
+    hand-off either. Exactly one of them owns the queue at a time (`_owner`)."""
 
     def __init__(self, handler: Callable[[Sequence[T]], Sequence[R | BaseException]],
                  max_batch: int, name: str = "pump"):
         super().__init__(handler, max_batch, name)
-        self._wake = threading.Condition(self._lock)    # the pump sleeps here when idle
-        self._idle = True           # the pump is waiting for work (so needs a notify)
+        self._wake = threading.Condition(self._lock)    # the pump sleeps here
+        self._owner: str | None = None   # who runs batches now: None, "submitter" or "pump"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, item: T, timeout: float) -> R:
-        """Apply one item; wait at most `timeout` s for the pump to pick it up."""
+        """Apply one item; wait at most `timeout` s for it to be picked up."""
         with self._lock:
             slot = self._enqueue(item)
-            if self._idle:
-                self._idle = False
-                self._wake.notify()
-        self._wait(slot, timeout)
+            if self._owner is None:          # nothing runs and nothing else is queued
+                self._owner, slot.lead = "submitter", True
+        if slot.lead:
+            self._run_batch()
+            self._hand_over()
+        else:
+            self._wait(slot, timeout)
         return self._result(slot)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Refuse new items, let the pump finish what is queued (bounded), stop it.
+        """Refuse new items, let what is queued finish (bounded), stop the pump.
         Safe to call twice."""
         with self._lock:
             self._closed = True
             self._wake.notify()
         self._thread.join(timeout)
 
+    def _hand_over(self) -> None:
+        """A submitter's batch is done: the pump takes over whatever queued meanwhile."""
+        with self._lock:
+            self._owner = "pump" if self._pending else None
+            if self._owner == "pump" or self._closed:
+                self._wake.notify()
+
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._pending and not self._closed:
-                    self._idle = True
+                while self._owner != "pump" and not (self._closed and self._owner is None):
                     self._wake.wait()
-                if not self._pending:           # closed and drained
+                if self._owner != "pump":       # closed, and nothing runs or waits
                     return
+                if not self._pending:
+                    self._owner = None
+                    continue
             self._run_batch()

@@ -4,9 +4,8 @@ A trader takes buys and sells from peers and decides them with an inventory stra
 (inventory.py): in cache-less `sync` mode every order goes to the warehouse; in
 `cached` mode a TTL cache of stock and versions lets it deny some buys locally.
 Orders reach the warehouse through a `WarehouseLink`: while one `apply` call is in
-flight, orders from other peers queue, and the next call carries them all; a thread of
-the link's own makes the calls (batching.Pump). Each trader thread uses its own
-warehouse proxy. A forward that fails is retried with the same request_id until the
+flight, orders from other peers queue, and the next call carries them all
+(batching.Pump). A forward that fails is retried with the same request_id until the
 trader's budget (rpc.warehouse_timeout_s) runs out; then the peer gets `Unavailable`
 and retries, again with the same id. Registered in the name server as `market.trader.<n>`.
 """
@@ -33,13 +32,18 @@ __all__ = ["Trader", "WarehouseLink", "make_inventory", "STAT_KEYS"]
 
 
 class WarehouseLink:
-    """Batches orders into `warehouse.apply` calls, one call in flight at a time, made by
-    the pump's thread (with its own warehouse proxy, like every other thread here)."""
+    """Batches orders into `warehouse.apply` calls, one call in flight at a time (see
+    batching.Pump: made by the pump's thread under load, by the submitting thread when
+    the link is idle). The batches share one proxy, which the running batch's thread
+    claims (Pyro5's ownership rule), so a trader holds one warehouse connection for its
+    orders however many peers it serves; its other calls use a proxy per thread."""
 
     def __init__(self, uri: str, timeout_s: float, batch_max: int = 256):
         self.uri, self.timeout_s = uri, timeout_s
         self._proxies = rpc.ThreadLocalProxy(uri, timeout_s)   # one per calling thread
-        self.calls, self._orders, self._call_s = 0, 0, 0.0   # written by the pump only
+        # written by the one running batch only (batching.Pump runs one at a time)
+        self._batch_proxy = None
+        self.calls, self._orders, self._call_s = 0, 0, 0.0
         self._pump = Pump(self._send, batch_max, name="warehouse link")
 
     def submit(self, order: Order, timeout_s: float) -> dict:
@@ -76,6 +80,7 @@ class WarehouseLink:
 
     def close(self) -> None:
         self._pump.close()
+        rpc.release(self._batch_proxy)
         self._proxies.close()
 
     def _send(self, orders: Sequence[Order]) -> list:
@@ -83,11 +88,15 @@ class WarehouseLink:
         self._orders += len(orders)
         started = time.perf_counter()
         try:
+            if self._batch_proxy is None:
+                self._batch_proxy = rpc.proxy(self.uri, self.timeout_s)
+            self._batch_proxy._pyroClaimOwnership()
             with rpc.translated("warehouse"):
-                rows = self._proxies.get().apply([o.to_row() for o in orders])
+                rows = self._batch_proxy.apply([o.to_row() for o in orders])
             self._call_s += time.perf_counter() - started
         except Unavailable as exc:
-            self._proxies.reset()                # reconnect (and re-resolve) next time
+            rpc.release(self._batch_proxy)       # reconnect (and re-resolve) next time
+            self._batch_proxy = None
             return [exc] * len(orders)
         return [_from_row(o, r) for o, r in zip(orders, rows)]
 

@@ -62,13 +62,36 @@ def test_single_submitter_leads_its_own_batch():
     assert seen == [threading.current_thread()]       # no hand-off to another thread
 
 
-def test_pump_runs_every_batch_on_its_own_thread():
+def test_an_idle_pump_runs_the_batch_on_the_submitters_thread():
     seen = []
     p = Pump(lambda items: (seen.append(threading.current_thread()), [x * 2 for x in items])[1], 8)
     assert p.submit(21, timeout=5) == 42 and p.submit(1, timeout=5) == 2
-    assert len(set(seen)) == 1 and seen[0] is not threading.current_thread()
+    assert seen == [threading.current_thread()] * 2    # no hand-off while idle
     p.close()
-    assert not seen[0].is_alive()                     # close() stops the pump
+    assert not p._thread.is_alive()                     # close() stops the pump
+
+
+def test_what_queues_behind_a_running_batch_goes_to_the_pump_thread():
+    handler = Gated()
+    threads_seen = []
+
+    def recording(items):
+        threads_seen.append(threading.current_thread())
+        return handler(items)
+    p = Pump(recording, 100)
+    results = {}
+    lead = submit_in_threads(p, ["lead"], results)
+    assert handler.entered.wait(5)
+    followers = submit_in_threads(p, range(5), results)
+    wait_for(lambda: len(p._pending) == 5, "five queued followers")
+    handler.gate.set()
+    for t in lead + followers:
+        t.join(5)
+    assert threads_seen[0] is lead[0] and threads_seen[1] is p._thread
+    assert sorted(handler.batches[1]) == list(range(5))
+    assert results == {"lead": "lead", **{i: i for i in range(5)}}
+    p.close()
+    assert not p._thread.is_alive()
 
 
 def test_items_queued_during_a_batch_share_the_next_one(make):
@@ -166,3 +189,33 @@ def test_close_waits_for_the_batch_in_flight(make):
     closer.join(5)
     t[0].join(5)
     assert results == {"lead": "lead"} and not closer.is_alive()
+
+
+def test_under_contention_one_batch_runs_at_a_time_and_every_result_goes_home(make):
+    running, overlaps = [0], []
+    guard = threading.Lock()
+
+    def handler(items):
+        with guard:
+            running[0] += 1
+            overlaps.append(running[0])
+        try:
+            return [x * 10 for x in items]
+        finally:
+            with guard:
+                running[0] -= 1
+    b = make(handler, max_batch=16)
+    wrong = []
+
+    def client(k):
+        for i in range(200):
+            item = k * 1000 + i
+            if b.submit(item, 5) != item * 10:
+                wrong.append(item)
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert wrong == [] and max(overlaps) == 1
