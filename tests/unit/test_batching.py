@@ -24,10 +24,11 @@ class Gated:
 
     def __init__(self, transform=lambda x: x):
         self.gate, self.entered = threading.Event(), threading.Event()
-        self.batches, self.transform = [], transform
+        self.batches, self.threads, self.transform = [], [], transform
 
     def __call__(self, items):
         self.batches.append(list(items))
+        self.threads.append(threading.current_thread())
         if len(self.batches) == 1:
             self.entered.set()
             assert self.gate.wait(5)
@@ -40,6 +41,19 @@ def submit_in_threads(b, items, results, timeout=5.0):
     for t in threads:
         t.start()
     return threads
+
+
+def lead_then_queue(b, handler, followers, results):
+    """Submit "lead" and hold its batch at the gate, queue `followers` behind it, then
+    open the gate and let everything finish. Returns the lead's thread."""
+    lead = submit_in_threads(b, ["lead"], results)
+    assert handler.entered.wait(5)
+    others = submit_in_threads(b, followers, results)
+    wait_for(lambda: len(b._pending) == len(followers), f"{len(followers)} queued followers")
+    handler.gate.set()
+    for t in lead + others:
+        t.join(5)
+    return lead[0]
 
 
 @pytest.fixture(params=[Batcher, Pump])
@@ -73,21 +87,10 @@ def test_an_idle_pump_runs_the_batch_on_the_submitters_thread():
 
 def test_what_queues_behind_a_running_batch_goes_to_the_pump_thread():
     handler = Gated()
-    threads_seen = []
-
-    def recording(items):
-        threads_seen.append(threading.current_thread())
-        return handler(items)
-    p = Pump(recording, 100)
+    p = Pump(handler, 100)
     results = {}
-    lead = submit_in_threads(p, ["lead"], results)
-    assert handler.entered.wait(5)
-    followers = submit_in_threads(p, range(5), results)
-    wait_for(lambda: len(p._pending) == 5, "five queued followers")
-    handler.gate.set()
-    for t in lead + followers:
-        t.join(5)
-    assert threads_seen[0] is lead[0] and threads_seen[1] is p._thread
+    lead = lead_then_queue(p, handler, range(5), results)
+    assert handler.threads == [lead, p._thread]
     assert sorted(handler.batches[1]) == list(range(5))
     assert results == {"lead": "lead", **{i: i for i in range(5)}}
     p.close()
@@ -98,30 +101,18 @@ def test_items_queued_during_a_batch_share_the_next_one(make):
     handler = Gated()
     b = make(handler, max_batch=100)
     results = {}
-    first = submit_in_threads(b, ["first"], results)
-    assert handler.entered.wait(5)
-    others = submit_in_threads(b, range(10), results)
-    wait_for(lambda: len(b._pending) == 10, "ten queued followers")
-    handler.gate.set()
-    for t in first + others:
-        t.join(5)
-    assert handler.batches[0] == ["first"]
+    lead_then_queue(b, handler, range(10), results)
+    assert handler.batches[0] == ["lead"]
     assert sorted(handler.batches[1]) == list(range(10))      # one batch, not ten
     assert len(handler.batches) == 2
-    assert all(results[i] == i for i in range(10)) and results["first"] == "first"
+    assert all(results[i] == i for i in range(10)) and results["lead"] == "lead"
 
 
 def test_max_batch_caps_a_batch(make):
     handler = Gated()
     b = make(handler, max_batch=3)
     results = {}
-    threads = submit_in_threads(b, ["lead"], results)
-    assert handler.entered.wait(5)
-    threads += submit_in_threads(b, range(7), results)
-    wait_for(lambda: len(b._pending) == 7, "seven queued followers")
-    handler.gate.set()
-    for t in threads:
-        t.join(5)
+    lead_then_queue(b, handler, range(7), results)
     sizes = [len(x) for x in handler.batches[1:]]
     assert max(sizes) <= 3 and sum(sizes) == 7
     assert all(results[i] == i for i in range(7))
