@@ -49,7 +49,9 @@ class EventLog:
         self._write_lock = threading.Lock()      # one writer at a time: the thread or close()
         self._closed = threading.Event()
         self._writer = None
-        if self._fh is not None:
+        if self._fh is None:
+            self._closed.set()           # no file, so nothing to queue: drop events at once
+        else:
             self._writer = threading.Thread(target=self._write_every, args=(flush_s,),
                                             name="event log", daemon=True)
             self._writer.start()

@@ -137,6 +137,7 @@ def test_event_log_close_writes_what_is_queued_and_later_events_are_dropped(tmp_
 def test_event_log_without_a_path_drops_events(tmp_path):
     log = EventLog(None)
     log("nowhere")
+    assert not log._queue                                  # not kept until close() either
     log.close()
     assert list(tmp_path.iterdir()) == []
 
