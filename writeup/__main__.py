@@ -7,7 +7,10 @@
    is a value from data/cache/meta.json (path parts split on "/", an optional format
    after "|"), and `{{table:NAME}}` is a table made by one of TABLES below. No number in
    the report is typed by hand.
-4. Write writeup/report.md (the filled Markdown, readable on its own) and the PDF
+4. With --core-repeats, keep the 8-client result of several `bench core` runs in
+   data/core-repeats.json (one run's ratio is not enough on a noisy machine; 4.6 quotes
+   the spread and the median from this file).
+5. Write writeup/report.md (the filled Markdown, readable on its own) and the PDF
    writeup/report.pdf (markdown + xhtml2pdf: `pip install -e '.[report]'`).
 """
 
@@ -17,6 +20,7 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -31,6 +35,8 @@ DATA, FIGURES = HERE / "data", HERE / "figures"
 TEMPLATE, REPORT, PDF = HERE / "report.template.md", HERE / "report.md", HERE / "report.pdf"
 EXPERIMENTS = ("core", "cache", "sweep", "ratio", "staleness", "durability", "failover",
                "autoscale")
+REPEATS = DATA / "core-repeats.json"
+REPEAT_KEYS = ("real_per_s", "chain_per_s", "ratio", "paired_ratio", "normal_ratio")
 PLACEHOLDER = re.compile(r"\{\{\s*([^}|]+?)\s*(?:\|\s*([^}]+?)\s*)?\}\}")
 
 
@@ -50,6 +56,31 @@ def collect(results: Path) -> None:
         shutil.copy(manifest, DATA / "manifest.json")
 
 
+def collect_repeats(runs: list[Path], clients: str = "8") -> None:
+    """The `clients` row of each run's core summary (a `bench core` folder, or a
+    `python -m bench` folder holding one), with the median of each ratio, into REPEATS."""
+    rows = []
+    for run in runs:
+        metas = [run / "meta.json"] if (run / "meta.json").exists() else sorted(run.glob("core-*/meta.json"))
+        if not metas:
+            raise SystemExit(f"error: {run} holds no bench core result (meta.json)")
+        meta = json.loads(metas[-1].read_text())
+        if meta.get("experiment") != "core" or clients not in meta["summary"]["per_clients"]:
+            raise SystemExit(f"error: {metas[-1]} is not a bench core result with {clients} clients")
+        entry = meta["summary"]["per_clients"][clients]
+        if any(entry.get(k) is None for k in REPEAT_KEYS):
+            raise SystemExit(f"error: {metas[-1]} predates the paired and NORMAL columns")
+        rows.append({"run": run.name, "commit": meta["machine"]["git_commit"][:7],
+                     "started": meta["machine"]["started"], "reps": meta["reps"],
+                     **{k: entry[k] for k in REPEAT_KEYS}})
+    rows.sort(key=lambda r: r["started"])
+    summary = {f"median_{k}": round(statistics.median(r[k] for r in rows), 3)
+               for k in ("ratio", "paired_ratio", "normal_ratio")}
+    summary.update(count=len(rows), clients=int(clients), min_ratio=min(r["ratio"] for r in rows),
+                   max_ratio=max(r["ratio"] for r in rows), runs=rows)
+    REPEATS.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+
+
 def load() -> dict:
     data: dict = {}
     for name in EXPERIMENTS:
@@ -59,6 +90,8 @@ def load() -> dict:
         data[name] = json.loads((folder / "meta.json").read_text())
         data[name]["csv"] = {f.stem: pd.read_csv(f).to_dict("records")
                              for f in sorted(folder.glob("*.csv"))}
+    if REPEATS.exists():
+        data["core_repeats"] = json.loads(REPEATS.read_text())
     if (DATA / "manifest.json").exists():
         data["manifest"] = json.loads((DATA / "manifest.json").read_text())
     dur = data["durability"]["summary"]              # older runs keyed "FULL/256"
@@ -170,10 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None,
                         help="a `python -m bench` run folder (bench/results/all-<time>) to take "
                              "the data from; default: the data already in writeup/data/")
+    parser.add_argument("--core-repeats", type=Path, nargs="+", default=None, metavar="RUN",
+                        help="`bench core` (or `python -m bench`) run folders whose 8-client "
+                             "ratios 4.6 lists as repeats; default: the list already in "
+                             "writeup/data/core-repeats.json")
     parser.add_argument("--no-pdf", action="store_true", help="stop after report.md")
     args = parser.parse_args(argv)
     if args.results:
         collect(args.results)
+    if args.core_repeats:
+        collect_repeats(args.core_repeats)
     data = load()
     figures(data)
     text = fill(TEMPLATE.read_text(encoding="utf-8"), data)

@@ -94,6 +94,16 @@ def autoscale(d: dict) -> str:
     return _md(["closed-loop clients", "requests answered/s", "traders serving"], rows)
 
 
+def core_repeats(d: dict) -> str:
+    r = d["core_repeats"]
+    rows = [(e["started"], e["commit"], e["reps"], e["chain_per_s"], e["real_per_s"], e["ratio"],
+             e["paired_ratio"], e["normal_ratio"]) for e in r["runs"]]
+    rows.append(("**median**", "", "", "", "", f"**{r['median_ratio']:.2f}**",
+                 f"**{r['median_paired_ratio']:.2f}**", f"**{r['median_normal_ratio']:.2f}**"))
+    return _md(["run started", "commit", "reps", "chain (req/s)", "real, FULL (req/s)",
+                "real ÷ chain", "paired", "NORMAL ÷ chain"], rows)
+
+
 def machine(d: dict) -> str:
     m = d["core"]["machine"]
     total = d.get("manifest", {}).get("total_s")
@@ -106,4 +116,5 @@ def machine(d: dict) -> str:
 
 TABLES: dict[str, Callable[[dict], str]] = {
     "core": core, "cache": cache, "sweep": sweep, "ratio": ratio, "staleness": staleness,
-    "durability": durability, "failover": failover, "autoscale": autoscale, "machine": machine}
+    "durability": durability, "failover": failover, "autoscale": autoscale, "machine": machine,
+    "core_repeats": core_repeats}

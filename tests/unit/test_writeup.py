@@ -3,6 +3,8 @@ what the template and the committed data produce (so no number is typed by hand)
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from writeup import __main__ as build
@@ -35,3 +37,38 @@ def test_the_committed_report_is_what_the_template_and_data_make():
     assert build.REPORT.read_text(encoding="utf-8") == made, \
         "writeup/report.md is stale or hand-edited: run python -m writeup"
     assert build.PDF.exists() and build.PDF.read_bytes()[:5] == b"%PDF-"
+
+
+def _core_run(folder, started: str, ratio: float, normal: float | None = 0.8):
+    folder.mkdir(parents=True)
+    row = {"real_per_s": 2000.0, "chain_per_s": 2000.0 / ratio, "ratio": ratio,
+           "paired_ratio": ratio + 0.01, "normal_ratio": normal}
+    meta = {"experiment": "core", "reps": 4, "summary": {"per_clients": {"8": row}},
+            "machine": {"git_commit": "abcdef1234567890", "started": started}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_core_repeats_keep_every_run_in_time_order_with_the_medians(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "REPEATS", tmp_path / "repeats.json")
+    runs = [_core_run(tmp_path / "core-b", "2026-11-24 09:00:00", 0.95),
+            _core_run(tmp_path / "all-a" / "core-x", "2026-11-24 08:00:00", 0.75).parent,
+            _core_run(tmp_path / "core-c", "2026-11-24 10:00:00", 0.85)]
+    build.collect_repeats(runs)
+    made = json.loads((tmp_path / "repeats.json").read_text())
+    assert [r["ratio"] for r in made["runs"]] == [0.75, 0.95, 0.85]
+    assert (made["median_ratio"], made["min_ratio"], made["max_ratio"]) == (0.85, 0.75, 0.95)
+    assert made["median_paired_ratio"] == 0.86 and made["count"] == 3
+    table = tables.core_repeats({"core_repeats": made})
+    assert table.splitlines()[-1].startswith("| **median** |") and "**0.85**" in table
+
+
+def test_core_repeats_refuse_a_folder_without_a_core_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "REPEATS", tmp_path / "repeats.json")
+    old = _core_run(tmp_path / "core-old", "2026-11-24 01:00:00", 0.7, normal=None)
+    (old / "empty").mkdir()
+    with pytest.raises(SystemExit, match="predates"):
+        build.collect_repeats([old])
+    with pytest.raises(SystemExit, match="no bench core result"):
+        build.collect_repeats([tmp_path / "core-old" / "empty"])
+    assert not (tmp_path / "repeats.json").exists()
