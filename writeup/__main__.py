@@ -61,7 +61,8 @@ def collect_repeats(runs: list[Path], clients: str = "8") -> None:
     `python -m bench` folder holding one), with the median of each ratio, into REPEATS."""
     rows = []
     for run in runs:
-        metas = [run / "meta.json"] if (run / "meta.json").exists() else sorted(run.glob("core-*/meta.json"))
+        metas = ([run / "meta.json"] if (run / "meta.json").exists()
+                 else sorted(run.glob("core-*/meta.json")))
         if not metas:
             raise SystemExit(f"error: {run} holds no bench core result (meta.json)")
         meta = json.loads(metas[-1].read_text())
