@@ -4,10 +4,13 @@ Same run, same load generators, same number of client processes (1, 4, 8):
   chain:       client -> middle -> backend that does nothing (bench.chain)
   real:        client -> trader -> warehouse, a real SQLite buy with synchronous=FULL
   real-normal: the same with synchronous=NORMAL (no fsync per commit), a diagnostic
+  chain-b:     a second chain in processes of its own, an A/A control
 The ratio real/chain says how much the business logic and durability cost beyond the
-transport; real-normal/chain says how much of that is the fsync. The setups take turns
-within each repetition, and the summary gives both the ratio of medians and the median
-of ratios paired within a repetition (seconds apart, so machine drift cancels).
+transport; real-normal/chain says how much of that is the fsync; chain-b/chain, two
+identical setups, says how far apart this run can put two things that are the same,
+which is the resolution of the other two ratios. The setups take turns within each
+repetition, and the summary gives both the ratio of medians and the median of ratios
+paired within a repetition (seconds apart, so machine drift cancels).
 """
 
 from __future__ import annotations
@@ -30,15 +33,18 @@ def run(args) -> dict:
     out = harness.results_dir("core", args.out)
     work = out / "work"
     chain_services, chain_uri = harness.start_chain(work / "chain")
+    chain_b_services, chain_b_uri = harness.start_chain(work / "chain-b")
+    chain_services += chain_b_services
     configs = {setup: _market_config(work / setup, sync) for setup, sync in MARKETS.items()}
     markets = {}
     rows = []
-    progress = harness.Progress(len(clients) * reps * (1 + len(MARKETS)), "core")
+    progress = harness.Progress(len(clients) * reps * (2 + len(MARKETS)), "core")
     try:
         for setup, data in configs.items():
             markets[setup] = harness.start_market(work / setup, data)
         targets = {"chain": (chain_uri, "call"),
-                   **{setup: (m.traders()[1], "buy") for setup, m in markets.items()}}
+                   **{setup: (m.traders()[1], "buy") for setup, m in markets.items()},
+                   "chain-b": (chain_b_uri, "call")}
         for n in clients:
             for rep in range(reps):
                 for setup in _rotated(list(targets), rep):
@@ -93,13 +99,16 @@ def _summarize(rows: list[dict], clients: list[int]) -> dict:
         rate = {(r["setup"], r["rep"]): r["rate_per_s"] for r in rows if r["clients"] == n}
         reps = sorted({rep for _, rep in rate})
         med = {setup: statistics.median(v for (s, _), v in rate.items() if s == setup)
-               for setup in ("chain", *MARKETS)}
+               for setup in ("chain", *MARKETS, "chain-b")}
         per_n[n] = {"chain_per_s": med["chain"], "real_per_s": med["real"],
                     "ratio": round(med["real"] / med["chain"], 3),
                     "paired_ratio": _paired(rate, "real", reps),
                     "normal_per_s": med["real-normal"],
                     "normal_ratio": round(med["real-normal"] / med["chain"], 3),
-                    "normal_paired_ratio": _paired(rate, "real-normal", reps)}
+                    "normal_paired_ratio": _paired(rate, "real-normal", reps),
+                    "aa_ratio": round(med["chain-b"] / med["chain"], 3),
+                    "aa_paired_ratio": _paired(rate, "chain-b", reps),
+                    "aa_paired_range": _paired_range(rate, "chain-b", reps)}
     return {"per_clients": per_n}
 
 
@@ -107,12 +116,19 @@ def _paired(rate: dict, setup: str, reps: list[int]) -> float:
     return round(statistics.median(rate[(setup, rep)] / rate[("chain", rep)] for rep in reps), 3)
 
 
+def _paired_range(rate: dict, setup: str, reps: list[int]) -> list[float]:
+    """The lowest and highest of the per-repetition ratios to the chain."""
+    ratios = [rate[(setup, rep)] / rate[("chain", rep)] for rep in reps]
+    return [round(min(ratios), 3), round(max(ratios), 3)]
+
+
 def _print(summary: dict, out: Path) -> None:
     print(f"{'clients':>7} {'chain/s':>9} {'real/s':>9} {'real/chain':>10} {'paired':>7} "
-          f"{'NORMAL/s':>9} {'NORMAL/chain':>12}")
+          f"{'NORMAL/s':>9} {'NORMAL/chain':>12} {'A/A':>5}")
     for n, s in summary["per_clients"].items():
         print(f"{n:>7} {s['chain_per_s']:>9.0f} {s['real_per_s']:>9.0f} {s['ratio']:>10.2f} "
-              f"{s['paired_ratio']:>7.2f} {s['normal_per_s']:>9.0f} {s['normal_ratio']:>12.2f}")
+              f"{s['paired_ratio']:>7.2f} {s['normal_per_s']:>9.0f} {s['normal_ratio']:>12.2f} "
+              f"{s['aa_ratio']:>5.2f}")
     print(f"warehouse orders per commit: {summary['warehouse_orders_per_commit']}; "
           f"warehouse calls per buy: {summary['warehouse_calls_per_buy']}; a trader's warehouse "
           f"call {summary['trader_warehouse_call_ms']} ms, of which apply "

@@ -37,6 +37,7 @@ EXPERIMENTS = ("core", "cache", "sweep", "ratio", "staleness", "durability", "fa
                "autoscale")
 REPEATS = DATA / "core-repeats.json"
 REPEAT_KEYS = ("real_per_s", "chain_per_s", "ratio", "paired_ratio", "normal_ratio")
+AA_KEYS = ("aa_ratio", "aa_paired_range")      # the A/A control; runs before it lack them
 PLACEHOLDER = re.compile(r"\{\{\s*([^}|]+?)\s*(?:\|\s*([^}]+?)\s*)?\}\}")
 
 
@@ -73,10 +74,13 @@ def collect_repeats(runs: list[Path], clients: str = "8") -> None:
             raise SystemExit(f"error: {metas[-1]} predates the paired and NORMAL columns")
         rows.append({"run": run.name, "commit": meta["machine"]["git_commit"][:7],
                      "started": meta["machine"]["started"], "reps": meta["reps"],
-                     **{k: entry[k] for k in REPEAT_KEYS}})
+                     **{k: entry[k] for k in REPEAT_KEYS}, **{k: entry.get(k) for k in AA_KEYS}})
     rows.sort(key=lambda r: r["started"])
     summary = {f"median_{k}": round(statistics.median(r[k] for r in rows), 3)
                for k in ("ratio", "paired_ratio", "normal_ratio")}
+    controlled = [r for r in rows if r["aa_ratio"] is not None]
+    summary.update(aa_count=len(controlled), median_aa_ratio=(
+        round(statistics.median(r["aa_ratio"] for r in controlled), 3) if controlled else None))
     summary.update(count=len(rows), clients=int(clients), min_ratio=min(r["ratio"] for r in rows),
                    max_ratio=max(r["ratio"] for r in rows), runs=rows)
     REPEATS.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")

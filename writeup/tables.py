@@ -23,9 +23,18 @@ def _cell(v) -> str:
 def core(d: dict) -> str:
     s = d["core"]["summary"]["per_clients"]
     return _md(["closed-loop clients", "bare two-hop chain (req/s)", "real, FULL (req/s)",
-                "real ÷ chain", "paired within a rep", "real, NORMAL (req/s)", "NORMAL ÷ chain"],
-               [(n, e["chain_per_s"], e["real_per_s"], e["ratio"], e.get("paired_ratio", "–"),
-                 e.get("normal_per_s", "–"), e.get("normal_ratio", "–")) for n, e in s.items()])
+                "real ÷ chain", "paired within a rep", "real, NORMAL (req/s)", "NORMAL ÷ chain",
+                "A/A: chain-b ÷ chain (paired range)"],
+               [(n, e["chain_per_s"], e["real_per_s"], e["ratio"], e.get("paired_ratio"),
+                 e.get("normal_per_s"), e.get("normal_ratio"), _aa(e)) for n, e in s.items()])
+
+
+def _aa(e: dict) -> str | None:
+    """The A/A control of one row: chain-b ÷ chain, and the range of its paired ratios."""
+    if e.get("aa_ratio") is None:
+        return None
+    low, high = e["aa_paired_range"]
+    return f"{e['aa_ratio']:.2f} ({low:.2f}–{high:.2f})"
 
 
 def cache(d: dict) -> str:
@@ -97,11 +106,13 @@ def autoscale(d: dict) -> str:
 def core_repeats(d: dict) -> str:
     r = d["core_repeats"]
     rows = [(e["started"], e["commit"], e["reps"], e["chain_per_s"], e["real_per_s"], e["ratio"],
-             e["paired_ratio"], e["normal_ratio"]) for e in r["runs"]]
+             e["paired_ratio"], e["normal_ratio"], _aa(e)) for e in r["runs"]]
+    aa = r.get("median_aa_ratio")
     rows.append(("**median**", "", "", "", "", f"**{r['median_ratio']:.2f}**",
-                 f"**{r['median_paired_ratio']:.2f}**", f"**{r['median_normal_ratio']:.2f}**"))
+                 f"**{r['median_paired_ratio']:.2f}**", f"**{r['median_normal_ratio']:.2f}**",
+                 f"**{aa:.2f}**" if aa is not None else None))
     return _md(["run started", "commit", "reps", "chain (req/s)", "real, FULL (req/s)",
-                "real ÷ chain", "paired", "NORMAL ÷ chain"], rows)
+                "real ÷ chain", "paired", "NORMAL ÷ chain", "A/A (paired range)"], rows)
 
 
 def machine(d: dict) -> str:

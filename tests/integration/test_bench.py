@@ -22,7 +22,8 @@ def _quick(tmp_path, experiment: str):
 
 
 
-@pytest.mark.parametrize("experiment,setups", [("core", {"chain", "real", "real-normal"}),
+@pytest.mark.parametrize("experiment,setups", [("core", {"chain", "real", "real-normal",
+                                                         "chain-b"}),
                                                ("cache", {"one-hop", "sync", "cached"})])
 def test_quick_run_writes_results(tmp_path, experiment, setups):
     """Runs the experiment's --quick form; checks the CSV and meta, not the speed."""
@@ -30,10 +31,12 @@ def test_quick_run_writes_results(tmp_path, experiment, setups):
     assert {r["setup"] for r in rows} == setups
     assert all(float(r["rate_per_s"]) > 0 for r in rows)
     assert meta["machine"]["git_commit"] and meta["summary"]["per_clients"]
-    if experiment == "core":          # the paired ratio is a ratio of this run's own rates
+    if experiment == "core":          # the paired ratios are ratios of this run's own rates
         for n, entry in meta["summary"]["per_clients"].items():
             rate = {r["setup"]: float(r["rate_per_s"]) for r in rows if r["clients"] == n}
             assert entry["paired_ratio"] == round(rate["real"] / rate["chain"], 3)
+            aa = round(rate["chain-b"] / rate["chain"], 3)        # one rep: every A/A is the same
+            assert entry["aa_paired_ratio"] == aa and entry["aa_paired_range"] == [aa, aa]
 
 
 def test_bench_help_lists_the_experiments():

@@ -39,10 +39,13 @@ def test_the_committed_report_is_what_the_template_and_data_make():
     assert build.PDF.exists() and build.PDF.read_bytes()[:5] == b"%PDF-"
 
 
-def _core_run(folder, started: str, ratio: float, normal: float | None = 0.8):
+def _core_run(folder, started: str, ratio: float, normal: float | None = 0.8,
+              aa: float | None = None):
     folder.mkdir(parents=True)
     row = {"real_per_s": 2000.0, "chain_per_s": 2000.0 / ratio, "ratio": ratio,
            "paired_ratio": ratio + 0.01, "normal_ratio": normal}
+    if aa is not None:                       # runs since the A/A control carry it
+        row.update(aa_ratio=aa, aa_paired_range=[aa - 0.05, aa + 0.05])
     meta = {"experiment": "core", "reps": 4, "summary": {"per_clients": {"8": row}},
             "machine": {"git_commit": "abcdef1234567890", "started": started}}
     (folder / "meta.json").write_text(json.dumps(meta))
@@ -51,16 +54,20 @@ def _core_run(folder, started: str, ratio: float, normal: float | None = 0.8):
 
 def test_core_repeats_keep_every_run_in_time_order_with_the_medians(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "REPEATS", tmp_path / "repeats.json")
-    runs = [_core_run(tmp_path / "core-b", "2026-11-24 09:00:00", 0.95),
+    runs = [_core_run(tmp_path / "core-b", "2026-11-24 09:00:00", 0.95, aa=0.97),
             _core_run(tmp_path / "all-a" / "core-x", "2026-11-24 08:00:00", 0.75).parent,
-            _core_run(tmp_path / "core-c", "2026-11-24 10:00:00", 0.85)]
+            _core_run(tmp_path / "core-c", "2026-11-24 10:00:00", 0.85, aa=1.01)]
     build.collect_repeats(runs)
     made = json.loads((tmp_path / "repeats.json").read_text())
     assert [r["ratio"] for r in made["runs"]] == [0.75, 0.95, 0.85]
     assert (made["median_ratio"], made["min_ratio"], made["max_ratio"]) == (0.85, 0.75, 0.95)
     assert made["median_paired_ratio"] == 0.86 and made["count"] == 3
-    table = tables.core_repeats({"core_repeats": made})
-    assert table.splitlines()[-1].startswith("| **median** |") and "**0.85**" in table
+    # the A/A median is over the runs that have the control only (the oldest has none)
+    assert (made["median_aa_ratio"], made["aa_count"]) == (0.99, 2)
+    table = tables.core_repeats({"core_repeats": made}).splitlines()
+    assert table[-1].startswith("| **median** |") and "**0.85**" in table[-1]
+    assert table[-1].endswith("| **0.99** |")
+    assert table[2].endswith("| – |") and table[3].endswith("| 0.97 (0.92–1.02) |")
 
 
 def test_core_repeats_refuse_a_folder_without_a_core_result(tmp_path, monkeypatch):
