@@ -31,6 +31,16 @@ def test_tables_render_markdown_rows():
     assert "| 4:4 | 2.35 | 15.20 |" in text
 
 
+def test_core_table_shows_the_a_a_column_only_for_runs_that_measured_it():
+    row = {"chain_per_s": 2500.0, "real_per_s": 2250.0, "ratio": 0.9, "paired_ratio": 0.91,
+           "normal_per_s": 2200.0, "normal_ratio": 0.88}
+    before = tables.core({"core": {"summary": {"per_clients": {"8": row}}}})
+    assert "A/A" not in before and before.splitlines()[-1].endswith("| 0.880 |")
+    row = {**row, "aa_ratio": 0.98, "aa_paired_range": [0.93, 1.04]}
+    after = tables.core({"core": {"summary": {"per_clients": {"8": row}}}}).splitlines()
+    assert "A/A" in after[0] and after[-1].endswith("| 0.98 (0.93–1.04) |")
+
+
 def test_the_committed_report_is_what_the_template_and_data_make():
     data = build.load()
     made = build.GENERATED + build.fill(build.TEMPLATE.read_text(encoding="utf-8"), data)
@@ -45,7 +55,7 @@ def _core_run(folder, started: str, ratio: float, normal: float | None = 0.8,
     row = {"real_per_s": 2000.0, "chain_per_s": 2000.0 / ratio, "ratio": ratio,
            "paired_ratio": ratio + 0.01, "normal_ratio": normal}
     if aa is not None:                       # runs since the A/A control carry it
-        row.update(aa_ratio=aa, aa_paired_range=[aa - 0.05, aa + 0.05])
+        row.update(aa_ratio=aa, aa_paired_range=[round(aa - 0.05, 3), round(aa + 0.05, 3)])
     meta = {"experiment": "core", "reps": 4, "summary": {"per_clients": {"8": row}},
             "machine": {"git_commit": "abcdef1234567890", "started": started}}
     (folder / "meta.json").write_text(json.dumps(meta))
@@ -64,6 +74,7 @@ def test_core_repeats_keep_every_run_in_time_order_with_the_medians(tmp_path, mo
     assert made["median_paired_ratio"] == 0.86 and made["count"] == 3
     # the A/A median is over the runs that have the control only (the oldest has none)
     assert (made["median_aa_ratio"], made["aa_count"]) == (0.99, 2)
+    assert (made["aa_paired_low"], made["aa_paired_high"]) == (0.92, 1.06)
     table = tables.core_repeats({"core_repeats": made}).splitlines()
     assert table[-1].startswith("| **median** |") and "**0.85**" in table[-1]
     assert table[-1].endswith("| **0.99** |")
