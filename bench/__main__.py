@@ -26,7 +26,7 @@ EXPERIMENTS = {"core": core, "cache": cache, "sweep": sweep, "ratio": ratio,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run pyromarket's benchmarks: all of them by default (about 25 minutes "
+        description="Run pyromarket's benchmarks: all of them by default (about 26 minutes "
                     "on 2 cores), or one.\n\nexperiments:\n"
                     + "\n".join(f"  {name:<11} {mod.DESCRIPTION}" for name, mod in EXPERIMENTS.items()))
     parser.add_argument("experiment", nargs="?", default="all", choices=["all", *EXPERIMENTS],
