@@ -70,13 +70,21 @@ def _wait_trading(proc, deadline_s=60) -> str:
     return seen
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT at its default, as in a terminal. A shell without job control starts
+    background jobs with SIGINT ignored, which would otherwise reach the launcher through
+    pytest, and then Python installs no KeyboardInterrupt handler and Ctrl-C does nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def trading_launcher(make_config, tmp_path):
     """A launcher run as a user would, once it is trading: yields (process, children)."""
     _cfg, path = make_config(ROLES, 2)
     proc = subprocess.Popen([sys.executable, "-m", "pyromarket.start", "--config", path,
                              "--run-dir", str(tmp_path / "run")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         _wait_trading(proc)
         yield proc, _children(proc.pid)
@@ -84,6 +92,8 @@ def trading_launcher(make_config, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        for pipe in (proc.stdout, proc.stderr):      # open still if the test failed early
+            pipe.close()
 
 
 def test_ctrl_c_prints_a_summary_and_stops_every_child(make_config, tmp_path):
