@@ -112,13 +112,17 @@ def _summarize(rows: list[dict], clients: list[int]) -> dict:
     return {"per_clients": per_n}
 
 
+def _per_rep(rate: dict, setup: str, reps: list[int]) -> list[float]:
+    """`setup`'s rate over the chain's, within each repetition."""
+    return [rate[(setup, rep)] / rate[("chain", rep)] for rep in reps]
+
+
 def _paired(rate: dict, setup: str, reps: list[int]) -> float:
-    return round(statistics.median(rate[(setup, rep)] / rate[("chain", rep)] for rep in reps), 3)
+    return round(statistics.median(_per_rep(rate, setup, reps)), 3)
 
 
 def _paired_range(rate: dict, setup: str, reps: list[int]) -> list[float]:
-    """The lowest and highest of the per-repetition ratios to the chain."""
-    ratios = [rate[(setup, rep)] / rate[("chain", rep)] for rep in reps]
+    ratios = _per_rep(rate, setup, reps)
     return [round(min(ratios), 3), round(max(ratios), 3)]
 
 

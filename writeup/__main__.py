@@ -78,14 +78,22 @@ def collect_repeats(runs: list[Path], clients: str = "8") -> None:
     rows.sort(key=lambda r: r["started"])
     summary = {f"median_{k}": round(statistics.median(r[k] for r in rows), 3)
                for k in ("ratio", "paired_ratio", "normal_ratio")}
-    controlled = [r for r in rows if r["aa_ratio"] is not None]
-    summary.update(aa_count=len(controlled), median_aa_ratio=(
-        round(statistics.median(r["aa_ratio"] for r in controlled), 3) if controlled else None),
-        aa_paired_low=min((r["aa_paired_range"][0] for r in controlled), default=None),
-        aa_paired_high=max((r["aa_paired_range"][1] for r in controlled), default=None))
+    summary.update(_aa_summary([r for r in rows if r["aa_ratio"] is not None]))
     summary.update(count=len(rows), clients=int(clients), min_ratio=min(r["ratio"] for r in rows),
                    max_ratio=max(r["ratio"] for r in rows), runs=rows)
     REPEATS.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+
+
+def _aa_summary(controlled: list[dict]) -> dict:
+    """The A/A control over the runs that have it: the median chain-b ÷ chain, and the
+    lowest and highest ratio of one repetition's pair."""
+    if not controlled:
+        return {"aa_count": 0, "median_aa_ratio": None, "aa_paired_low": None,
+                "aa_paired_high": None}
+    return {"aa_count": len(controlled),
+            "median_aa_ratio": round(statistics.median(r["aa_ratio"] for r in controlled), 3),
+            "aa_paired_low": min(r["aa_paired_range"][0] for r in controlled),
+            "aa_paired_high": max(r["aa_paired_range"][1] for r in controlled)}
 
 
 def load() -> dict:
