@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
 import statistics
@@ -79,6 +80,9 @@ def collect_repeats(runs: list[Path], clients: str = "8") -> None:
     summary = {f"median_{k}": round(statistics.median(r[k] for r in rows), 3)
                for k in ("ratio", "paired_ratio", "normal_ratio")}
     summary.update(_aa_summary([r for r in rows if r["aa_ratio"] is not None]))
+    interval = median_interval([r["ratio"] for r in rows])
+    summary.update(ratio_interval=interval and interval[:2],
+                   ratio_interval_coverage=interval and interval[2])
     summary.update(count=len(rows), clients=int(clients), min_ratio=min(r["ratio"] for r in rows),
                    max_ratio=max(r["ratio"] for r in rows), runs=rows)
     REPEATS.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -94,6 +98,22 @@ def _aa_summary(controlled: list[dict]) -> dict:
             "median_aa_ratio": round(statistics.median(r["aa_ratio"] for r in controlled), 3),
             "aa_paired_low": min(r["aa_paired_range"][0] for r in controlled),
             "aa_paired_high": max(r["aa_paired_range"][1] for r in controlled)}
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple | None:
+    """A distribution-free interval for the median: `(low, high, coverage)`, the k-th
+    smallest and k-th largest value for the largest k whose coverage (the chance that
+    the true median lies between them, from the binomial distribution of how many
+    values fall below it) is still at least `level`. None when even the smallest and
+    largest value are not enough (fewer than 6 values for 95%)."""
+    xs, n = sorted(values), len(values)
+    best = None
+    for k in range(1, n // 2 + 1):
+        below = sum(math.comb(n, i) for i in range(k)) / 2 ** n    # P(fewer than k below)
+        if 1 - 2 * below < level:
+            break
+        best = (xs[k - 1], xs[n - k], round(1 - 2 * below, 3))
+    return best
 
 
 def load() -> dict:

@@ -111,9 +111,10 @@ def core_repeats(d: dict) -> str:
     rows = [(e["started"], e["commit"], e["reps"], e["chain_per_s"], e["real_per_s"], e["ratio"],
              e["paired_ratio"], e["normal_ratio"], _aa(e)) for e in r["runs"]]
     aa = r.get("median_aa_ratio")
-    rows.append(("**median**", "", "", "", "", f"**{r['median_ratio']:.2f}**",
-                 f"**{r['median_paired_ratio']:.2f}**", f"**{r['median_normal_ratio']:.2f}**",
-                 f"**{aa:.2f}**" if aa is not None else None))
+    # three places, as in the rows: a median of 0.899 must not read as 0.90
+    rows.append(("**median**", "", "", "", "", f"**{r['median_ratio']:.3f}**",
+                 f"**{r['median_paired_ratio']:.3f}**", f"**{r['median_normal_ratio']:.3f}**",
+                 f"**{aa:.3f}**" if aa is not None else None))
     return _md(["run started", "commit", "reps", "chain (req/s)", "real, FULL (req/s)",
                 "real ÷ chain", "paired", "NORMAL ÷ chain", "A/A (paired range)"], rows)
 

@@ -75,10 +75,22 @@ def test_core_repeats_keep_every_run_in_time_order_with_the_medians(tmp_path, mo
     # the A/A median is over the runs that have the control only (the oldest has none)
     assert (made["median_aa_ratio"], made["aa_count"]) == (0.99, 2)
     assert (made["aa_paired_low"], made["aa_paired_high"]) == (0.92, 1.06)
+    assert made["ratio_interval"] is None          # three runs cannot give a 95% interval
     table = tables.core_repeats({"core_repeats": made}).splitlines()
-    assert table[-1].startswith("| **median** |") and "**0.85**" in table[-1]
-    assert table[-1].endswith("| **0.99** |")
+    assert table[-1].startswith("| **median** |") and "**0.850**" in table[-1]
+    assert table[-1].endswith("| **0.990** |")
     assert table[2].endswith("| – |") and table[3].endswith("| 0.97 (0.92–1.02) |")
+
+
+def test_median_interval_is_the_order_statistics_that_cover_the_median():
+    # the textbook cases: 6 values give min..max (1 - 2/64), 13 the 3rd..11th, and
+    # 100 the 40th..61st; 5 values cannot reach 95% at all
+    assert build.median_interval([6, 1, 5, 2, 4, 3]) == (1, 6, 0.969)
+    assert build.median_interval(list(range(13, 0, -1))) == (3, 11, 0.978)
+    assert build.median_interval(list(range(1, 101)))[:2] == (40, 61)
+    assert build.median_interval([1, 2, 3, 4, 5]) is None
+    low, high, coverage = build.median_interval(list(range(1, 30)), level=0.5)
+    assert low < 15 < high and 0.5 <= coverage < 0.95
 
 
 def test_core_repeats_refuse_a_folder_without_a_core_result(tmp_path, monkeypatch):
