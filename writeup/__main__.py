@@ -80,9 +80,9 @@ def collect_repeats(runs: list[Path], clients: str = "8") -> None:
     summary = {f"median_{k}": round(statistics.median(r[k] for r in rows), 3)
                for k in ("ratio", "paired_ratio", "normal_ratio")}
     summary.update(_aa_summary([r for r in rows if r["aa_ratio"] is not None]))
-    interval = median_interval([r["ratio"] for r in rows])
-    summary.update(ratio_interval=interval and interval[:2],
-                   ratio_interval_coverage=interval and interval[2])
+    low, high, coverage = median_interval([r["ratio"] for r in rows]) or (None, None, None)
+    summary.update(ratio_interval=None if low is None else [low, high],
+                   ratio_interval_coverage=coverage)
     summary.update(count=len(rows), clients=int(clients), min_ratio=min(r["ratio"] for r in rows),
                    max_ratio=max(r["ratio"] for r in rows), runs=rows)
     REPEATS.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -107,9 +107,9 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple | None:
     values fall below it) is still at least `level`. None when even the smallest and
     largest value are not enough (fewer than 6 values for 95%)."""
     xs, n = sorted(values), len(values)
-    best = None
+    best, below = None, 0.0                   # below: P(fewer than k values below the median)
     for k in range(1, n // 2 + 1):
-        below = sum(math.comb(n, i) for i in range(k)) / 2 ** n    # P(fewer than k below)
+        below += math.comb(n, k - 1) / 2 ** n
         if 1 - 2 * below < level:
             break
         best = (xs[k - 1], xs[n - k], round(1 - 2 * below, 3))
