@@ -337,7 +337,9 @@ def load(path: str | os.PathLike = DEFAULT_PATH) -> MarketConfig:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+        hint = ("; run from the project folder, or pass --config PATH"
+                if str(path) == DEFAULT_PATH else "")
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror}){hint}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     try:

@@ -130,6 +130,12 @@ def test_missing_file_is_a_config_error(tmp_path):
         config.load(tmp_path / "nope.yaml")
 
 
+def test_missing_default_config_says_where_to_run_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)            # no conf/market.yaml here
+    with pytest.raises(ConfigError, match="run from the project folder, or pass --config"):
+        config.load()
+
+
 def test_non_mapping_file_is_refused(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- 1\n- 2\n")
