@@ -73,7 +73,7 @@ def run_all(args) -> int:
     harness.write_json(root / "manifest.json", {
         "experiments": list(EXPERIMENTS), "seconds": timings,
         "total_s": round(time.monotonic() - started, 1), "quick": args.quick,
-        "machine": harness.machine_note()})
+        "machine": harness.machine_note(root)})
     print(f"\nall experiments done in {(time.monotonic() - started) / 60:.1f} min: {root}")
     print(f"build the report from them: python -m writeup --results {root}")
     return 0

@@ -177,7 +177,7 @@ def run(args) -> dict:
     plots.autoscale_series([s for s in series if s["rep"] == 0],
                            decided[0] if decided else None, out / "autoscale.png")
     harness.write_json(out / "meta.json", {
-        "experiment": "autoscale", "machine": harness.machine_note(), "reps": reps,
+        "experiment": "autoscale", "machine": harness.machine_note(out), "reps": reps,
         "window_s": WINDOW_S, "threshold": threshold, "steps": steps, "step_s": STEP_S,
         "hold_s": hold_s,
         "config": _config(out / "cfg", threshold), "summary": summary})

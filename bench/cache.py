@@ -86,7 +86,7 @@ def run(args) -> dict:
     summary["accuracy_whole_run"] = accuracy
     harness.write_csv(out / "results.csv", rows)
     harness.write_json(out / "meta.json", {
-        "experiment": "cache", "machine": harness.machine_note(), "ttl_s": args.ttl,
+        "experiment": "cache", "machine": harness.machine_note(out), "ttl_s": args.ttl,
         "initial_stock": args.stock,
         "configs": {mode: d for mode, (_m, d) in markets.items()}, "warmup_s": warmup_s,
         "duration_s": duration_s, "reps": reps, "summary": summary})

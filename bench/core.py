@@ -69,7 +69,7 @@ def run(args) -> dict:
     summary["trader_warehouse_call_ms"] = tstats["warehouse_call_ms"]
     summary["warehouse_calls_per_buy"] = round(tstats["warehouse_calls"] / max(1, tstats["buys"]), 3)
     harness.write_csv(out / "results.csv", rows)
-    harness.write_json(out / "meta.json", {"experiment": "core", "machine": harness.machine_note(),
+    harness.write_json(out / "meta.json", {"experiment": "core", "machine": harness.machine_note(out),
                                            "config": configs["real"], "warmup_s": warmup_s,
                                            "duration_s": duration_s, "reps": reps,
                                            "summary": summary})

@@ -72,7 +72,7 @@ def run(args) -> dict:
     harness.write_csv(out / "results.csv", rows)
     plots.durability_bars(rows, out / "durability.png")
     harness.write_json(out / "meta.json", {
-        "experiment": "durability", "machine": harness.machine_note(), "reps": reps,
+        "experiment": "durability", "machine": harness.machine_note(out), "reps": reps,
         "clients": clients, "warmup_s": warmup_s, "duration_s": duration_s,
         "configs": {f"{s}-{b}": _config(out / "cfg", s, b) for s, b in settings},
         "summary": summary})

@@ -130,7 +130,7 @@ def run(args) -> dict:
     plots.failover_series(series, statistics.median(r["killed_at_s"] for r in rows),
                           out / "failover.png")
     harness.write_json(out / "meta.json", {
-        "experiment": "failover", "machine": harness.machine_note(), "reps": reps,
+        "experiment": "failover", "machine": harness.machine_note(out), "reps": reps,
         "warm_s": warm_s, "after_s": after_s, "settle_s": settle_s,
         "config": _config(out / "cfg", 2), "summary": summary})
     print(f"shipped/s before {summary['before_per_s']:.0f}, after {summary['after_per_s']:.0f} "

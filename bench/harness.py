@@ -26,13 +26,25 @@ RESULTS = ROOT / "bench" / "results"
 BASE_CONFIG = ROOT / "conf" / "market.yaml"     # what every experiment's markets start from
 
 
+_NOTES: dict[Path, dict] = {}      # each results folder's machine note, taken as it is made
+
+
 def results_dir(experiment: str, root: Path | None = None) -> Path:
-    path = (root or RESULTS) / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+    now = time.localtime()
+    path = (root or RESULTS) / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S', now)}"
     path.mkdir(parents=True, exist_ok=True)
+    _NOTES[path] = _note_now(now)
     return path
 
 
-def machine_note() -> dict:
+def machine_note(out: Path) -> dict:
+    """The cores, load, versions, git commit and time as results folder `out` was made,
+    i.e. as its experiment started (code committed mid-run does not count), and when it
+    finished."""
+    return {**(_NOTES.get(out) or _note_now()), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _note_now(now: time.struct_time | None = None) -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
@@ -42,7 +54,7 @@ def machine_note() -> dict:
     return {"cores": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
             "python": platform.python_version(), "pyro5": Pyro5.__version__,
             "platform": platform.platform(), "git_commit": commit,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", now or time.localtime())}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

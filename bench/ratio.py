@@ -60,7 +60,7 @@ def run(args) -> dict:
     harness.write_csv(out / "results.csv", rows)
     figure = plots.selling_vs_ratio(rows, out / "selling_vs_ratio.png")
     harness.write_json(out / "meta.json", {
-        "experiment": "ratio", "machine": harness.machine_note(), "reps": reps,
+        "experiment": "ratio", "machine": harness.machine_note(out), "reps": reps,
         "duration_s": duration_s, "n_g": N_G, "t_g_s": T_G, "summary": summary,
         "config_4_4": _config(out / "cfg", 4, 4),
         "figure": figure.name})

@@ -117,7 +117,7 @@ def run(args) -> dict:
     harness.write_csv(out / "results.csv", rows)
     plots.staleness_vs_ttl(rows, out / "staleness.png")
     harness.write_json(out / "meta.json", {
-        "experiment": "staleness", "machine": harness.machine_note(), "reps": reps,
+        "experiment": "staleness", "machine": harness.machine_note(out), "reps": reps,
         "lambda_per_s": LAMBDA, "reads_per_s": READS, "duration_s": duration_s,
         "config": _config(out / "cfg", ttls[0]), "summary": summary})
     print(f"{'TTL s':>6} {'stale %':>8} {'model %':>8} {'model(T+1/r) %':>15}")

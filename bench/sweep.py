@@ -90,7 +90,7 @@ def run(args) -> dict:
     harness.write_csv(out / "results.csv", rows)
     plots.sweep_panels(rows, out / "sweep.png")
     harness.write_json(out / "meta.json", {
-        "experiment": "sweep", "machine": harness.machine_note(), "reps": reps,
+        "experiment": "sweep", "machine": harness.machine_note(out), "reps": reps,
         "warmup_s": warmup_s, "duration_s": duration_s, "base": BASE, "sweeps": sweeps,
         "synchronous": "FULL", "cpu_pinning": False,
         "config_base": _config(out / "cfg", "cached", BASE), "summary": summary})

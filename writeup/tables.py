@@ -125,7 +125,8 @@ def machine(d: dict) -> str:
     return _md(["item", "value"], [
         ("cores", m["cores"]), ("Python / Pyro5", f"{m['python']} / {m['pyro5']}"),
         ("platform", m["platform"]), ("git commit of the run", m["git_commit"][:12]),
-        ("started", m["started"]),
+        # notes without "finished" predate the fix that takes them at the start of a run
+        ("started" if "finished" in m else "core experiment finished", m["started"]),
         ("`python -m bench`, all experiments", f"{total / 60:.1f} min" if total else "–")])
 
 

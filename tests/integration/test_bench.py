@@ -31,6 +31,9 @@ def test_quick_run_writes_results(tmp_path, experiment, setups):
     assert {r["setup"] for r in rows} == setups
     assert all(float(r["rate_per_s"]) > 0 for r in rows)
     assert meta["machine"]["git_commit"] and meta["summary"]["per_clients"]
+    # the note is taken as the folder is made (the run's start), not as the run ends
+    assert meta["machine"]["started"] < meta["machine"]["finished"]
+    assert _folder.name.endswith(meta["machine"]["started"][-8:].replace(":", ""))
     if experiment == "core":          # the paired ratios are ratios of this run's own rates
         for n, entry in meta["summary"]["per_clients"].items():
             rate = {r["setup"]: float(r["rate_per_s"]) for r in rows if r["clients"] == n}

@@ -76,10 +76,23 @@ def test_core_repeats_keep_every_run_in_time_order_with_the_medians(tmp_path, mo
     assert (made["median_aa_ratio"], made["aa_count"]) == (0.99, 2)
     assert (made["aa_paired_low"], made["aa_paired_high"]) == (0.92, 1.06)
     assert made["ratio_interval"] is None          # three runs cannot give a 95% interval
+    assert made["paired_ratio_interval"] is None
+    assert (made["ratio_at_goal"], made["paired_ratio_at_goal"]) == (1, 1)   # 0.95 (0.96) only
     table = tables.core_repeats({"core_repeats": made}).splitlines()
     assert table[-1].startswith("| **median** |") and "**0.850**" in table[-1]
     assert table[-1].endswith("| **0.990** |")
     assert table[2].endswith("| – |") and table[3].endswith("| 0.97 (0.92–1.02) |")
+
+
+def test_a_run_started_when_its_folder_was_made_not_when_its_note_was_taken(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(build, "REPEATS", tmp_path / "repeats.json")
+    runs = [_core_run(tmp_path / "core-20261124-131411", "2026-11-24 13:20:30", 0.9),
+            _core_run(tmp_path / "all-20261124-104846" / "core-20261124-104850",
+                      "2026-11-24 10:55:02", 0.8).parent]
+    build.collect_repeats(runs)
+    made = json.loads((tmp_path / "repeats.json").read_text())
+    assert [r["started"] for r in made["runs"]] == ["2026-11-24 10:48:50", "2026-11-24 13:14:11"]
 
 
 def test_median_interval_is_the_order_statistics_that_cover_the_median():
