@@ -41,10 +41,10 @@ def machine_note(out: Path) -> dict:
     """The cores, load, versions, git commit and time as results folder `out` was made,
     i.e. as its experiment started (code committed mid-run does not count), and when it
     finished."""
-    return {**(_NOTES.get(out) or _note_now()), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {**_NOTES[out], "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def _note_now(now: time.struct_time | None = None) -> dict:
+def _note_now(now: time.struct_time) -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
@@ -54,7 +54,7 @@ def _note_now(now: time.struct_time | None = None) -> dict:
     return {"cores": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
             "python": platform.python_version(), "pyro5": Pyro5.__version__,
             "platform": platform.platform(), "git_commit": commit,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S", now or time.localtime())}
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", now)}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

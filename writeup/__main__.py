@@ -23,6 +23,7 @@ import re
 import shutil
 import statistics
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import matplotlib
@@ -92,11 +93,11 @@ def _started(folder: str, meta: dict) -> str:
     """When a run started: its folder's name says (`core-20261124-131411`, made as the run
     began). The note's own time is the fallback; notes taken before that fix were taken
     as the run finished."""
-    stamp = re.fullmatch(r"[a-z]+-(\d{4})(\d\d)(\d\d)-(\d\d)(\d\d)(\d\d)", folder)
-    if stamp is None:
+    try:
+        made = datetime.strptime(folder.split("-", 1)[1], "%Y%m%d-%H%M%S")
+    except (IndexError, ValueError):
         return meta["machine"]["started"]
-    y, mo, d, h, mi, sec = stamp.groups()
-    return f"{y}-{mo}-{d} {h}:{mi}:{sec}"
+    return made.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _interval_summary(key: str, values: list[float]) -> dict:
