@@ -26,12 +26,13 @@ RESULTS = ROOT / "bench" / "results"
 BASE_CONFIG = ROOT / "conf" / "market.yaml"     # what every experiment's markets start from
 
 
+FOLDER_TIME = "%Y%m%d-%H%M%S"     # a results folder is <experiment>-<start time>
 _NOTES: dict[Path, dict] = {}      # each results folder's machine note, taken as it is made
 
 
 def results_dir(experiment: str, root: Path | None = None) -> Path:
     now = time.localtime()
-    path = (root or RESULTS) / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S', now)}"
+    path = (root or RESULTS) / f"{experiment}-{time.strftime(FOLDER_TIME, now)}"
     path.mkdir(parents=True, exist_ok=True)
     _NOTES[path] = _note_now(now)
     return path

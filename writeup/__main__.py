@@ -29,7 +29,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from bench import plots
+from bench import harness, plots
 from writeup import diagram, tables
 
 HERE = Path(__file__).resolve().parent
@@ -94,7 +94,7 @@ def _started(folder: str, meta: dict) -> str:
     began). The note's own time is the fallback; notes taken before that fix were taken
     as the run finished."""
     try:
-        made = datetime.strptime(folder.split("-", 1)[1], "%Y%m%d-%H%M%S")
+        made = datetime.strptime(folder.split("-", 1)[1], harness.FOLDER_TIME)
     except (IndexError, ValueError):
         return meta["machine"]["started"]
     return made.strftime("%Y-%m-%d %H:%M:%S")
