@@ -9,7 +9,9 @@
    the report is typed by hand.
 4. With --core-repeats, keep the 8-client result of several `bench core` runs in
    data/core-repeats.json (one run's ratio is not enough on a noisy machine; 4.6 quotes
-   the spread and the median from this file).
+   the spread and the median from this file). --confirmation does the same for the
+   pre-registered batch of core-confirmation.md, into data/core-confirmation.json,
+   which 4.6 judges on its own.
 5. Write writeup/report.md (the filled Markdown, readable on its own) and the PDF
    writeup/report.pdf (markdown + xhtml2pdf: `pip install -e '.[report]'`).
 """
@@ -38,6 +40,7 @@ TEMPLATE, REPORT, PDF = HERE / "report.template.md", HERE / "report.md", HERE / 
 EXPERIMENTS = ("core", "cache", "sweep", "ratio", "staleness", "durability", "failover",
                "autoscale")
 REPEATS = DATA / "core-repeats.json"
+CONFIRMATION = DATA / "core-confirmation.json"   # the pre-registered batch, judged alone
 REPEAT_KEYS = ("real_per_s", "chain_per_s", "ratio", "paired_ratio", "normal_ratio")
 AA_KEYS = ("aa_ratio", "aa_paired_range")      # the A/A control; runs before it lack them
 GOAL = 0.9                     # the market-core issue's goal for real ÷ chain at 8 clients
@@ -60,9 +63,10 @@ def collect(results: Path) -> None:
         shutil.copy(manifest, DATA / "manifest.json")
 
 
-def collect_repeats(runs: list[Path], clients: str = "8") -> None:
+def collect_repeats(runs: list[Path], clients: str = "8", target: Path | None = None) -> None:
     """The `clients` row of each run's core summary (a `bench core` folder, or a
-    `python -m bench` folder holding one), with the median of each ratio, into REPEATS."""
+    `python -m bench` folder holding one), with the median of each ratio, into `target`
+    (default REPEATS)."""
     rows = []
     for run in runs:
         metas = ([run / "meta.json"] if (run / "meta.json").exists()
@@ -86,7 +90,9 @@ def collect_repeats(runs: list[Path], clients: str = "8") -> None:
         summary.update(_interval_summary(key, [r[key] for r in rows]))
     summary.update(count=len(rows), clients=int(clients), min_ratio=min(r["ratio"] for r in rows),
                    max_ratio=max(r["ratio"] for r in rows), runs=rows)
-    REPEATS.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    summary["goal_met_at_median"] = all(summary[f"median_{k}"] >= GOAL
+                                        for k in ("ratio", "paired_ratio"))
+    (target or REPEATS).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
 
 
 def _started(folder: str, meta: dict) -> str:
@@ -145,8 +151,9 @@ def load() -> dict:
         data[name] = json.loads((folder / "meta.json").read_text())
         data[name]["csv"] = {f.stem: pd.read_csv(f).to_dict("records")
                              for f in sorted(folder.glob("*.csv"))}
-    if REPEATS.exists():
-        data["core_repeats"] = json.loads(REPEATS.read_text())
+    for key, path in (("core_repeats", REPEATS), ("core_confirmation", CONFIRMATION)):
+        if path.exists():
+            data[key] = json.loads(path.read_text())
     if (DATA / "manifest.json").exists():
         data["manifest"] = json.loads((DATA / "manifest.json").read_text())
     dur = data["durability"]["summary"]              # older runs keyed "FULL/256"
@@ -262,12 +269,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="`bench core` (or `python -m bench`) run folders whose 8-client "
                              "ratios 4.6 lists as repeats; default: the list already in "
                              "writeup/data/core-repeats.json")
+    parser.add_argument("--confirmation", type=Path, nargs="+", default=None, metavar="RUN",
+                        help="the `bench core` run folders of the pre-registered batch "
+                             "(writeup/core-confirmation.md); default: the list already in "
+                             "writeup/data/core-confirmation.json")
     parser.add_argument("--no-pdf", action="store_true", help="stop after report.md")
     args = parser.parse_args(argv)
     if args.results:
         collect(args.results)
     if args.core_repeats:
         collect_repeats(args.core_repeats)
+    if args.confirmation:
+        collect_repeats(args.confirmation, target=CONFIRMATION)
     data = load()
     figures(data)
     text = fill(TEMPLATE.read_text(encoding="utf-8"), data)

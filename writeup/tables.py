@@ -106,8 +106,8 @@ def autoscale(d: dict) -> str:
     return _md(["closed-loop clients", "requests answered/s", "traders serving"], rows)
 
 
-def core_repeats(d: dict) -> str:
-    r = d["core_repeats"]
+def core_repeats(d: dict, key: str = "core_repeats") -> str:
+    r = d[key]
     rows = [(e["started"], e["commit"], e["reps"], e["chain_per_s"], e["real_per_s"], e["ratio"],
              e["paired_ratio"], e["normal_ratio"], _aa(e)) for e in r["runs"]]
     aa = r.get("median_aa_ratio")
@@ -133,4 +133,5 @@ def machine(d: dict) -> str:
 TABLES: dict[str, Callable[[dict], str]] = {
     "core": core, "cache": cache, "sweep": sweep, "ratio": ratio, "staleness": staleness,
     "durability": durability, "failover": failover, "autoscale": autoscale, "machine": machine,
-    "core_repeats": core_repeats}
+    "core_repeats": core_repeats,
+    "core_confirmation": lambda d: core_repeats(d, "core_confirmation")}

@@ -115,3 +115,26 @@ def test_core_repeats_refuse_a_folder_without_a_core_result(tmp_path, monkeypatc
     with pytest.raises(SystemExit, match="no bench core result"):
         build.collect_repeats([tmp_path / "core-old" / "empty"])
     assert not (tmp_path / "repeats.json").exists()
+
+
+def test_the_confirmation_batch_is_judged_alone_by_both_medians(tmp_path, monkeypatch):
+    # the pre-registered rule (writeup/core-confirmation.md): met if the median ratio and
+    # the median paired ratio are both at least 0.9, over the batch's own runs only
+    monkeypatch.setattr(build, "REPEATS", tmp_path / "repeats.json")
+    monkeypatch.setattr(build, "CONFIRMATION", tmp_path / "confirmation.json")
+
+    def batch(name: str, ratios: list[float]) -> dict:
+        runs = [_core_run(tmp_path / name / f"core-20261124-1{i}0000", "x", r, aa=1.0)
+                for i, r in enumerate(ratios)]
+        build.collect_repeats(runs, target=build.CONFIRMATION)
+        return json.loads((tmp_path / "confirmation.json").read_text())
+
+    met = batch("met", [0.92, 0.88, 0.95])
+    assert (met["median_ratio"], met["median_paired_ratio"]) == (0.92, 0.93)
+    assert met["goal_met_at_median"] is True and met["count"] == 3
+    assert batch("edge", [0.90, 0.85, 0.95])["goal_met_at_median"] is True   # 0.90 counts
+    missed = batch("missed", [0.89, 0.80, 0.95])
+    assert missed["median_ratio"] == 0.89 and missed["goal_met_at_median"] is False
+    assert not (tmp_path / "repeats.json").exists()       # the pooled list is untouched
+    table = tables.TABLES["core_confirmation"]({"core_confirmation": missed}).splitlines()
+    assert table[-1].startswith("| **median** |") and "**0.890**" in table[-1]
