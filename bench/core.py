@@ -49,9 +49,11 @@ def run(args) -> dict:
             for rep in range(reps):
                 for setup in _rotated(list(targets), rep):
                     uri, method = targets[setup]
+                    before = _link_totals(uri) if setup in MARKETS else None
                     res = harness.run_clients(uri, n, warmup_s, duration_s, method=method)
                     rows.append({"setup": setup, "clients": n, "rep": rep,
-                                 **harness.aggregate(res, duration_s)})
+                                 **harness.aggregate(res, duration_s),
+                                 **(_link_delta(before, _link_totals(uri)) if before else {})})
                     progress.step(f"{setup} n={n}")
         with markets["real"].warehouse() as w:
             wstats = w.stats()
@@ -85,6 +87,23 @@ def _market_config(workdir: Path, synchronous: str) -> dict:
                                max_quantity=100)
 
 
+def _link_totals(trader_uri: str) -> dict:
+    """The trader's cumulative warehouse-link counters: calls, orders (cache-less, every
+    buy is one order) and the time spent in calls."""
+    with harness.rpc.proxy(trader_uri, 10.0) as t:
+        s = t.stats()
+    return {"calls": s["warehouse_calls"], "orders": s["buys"] + s["sells"],
+            "call_ms": s["warehouse_call_ms"] * s["warehouse_calls"]}
+
+
+def _link_delta(before: dict, after: dict) -> dict:
+    """One measurement's batches: orders per warehouse call, and a call's mean time (the
+    warmup included; taken outside the timed window)."""
+    calls = max(1, after["calls"] - before["calls"])
+    return {"orders_per_call": round((after["orders"] - before["orders"]) / calls, 2),
+            "warehouse_call_ms": round((after["call_ms"] - before["call_ms"]) / calls, 3)}
+
+
 def _rotated(setups: list[str], rep: int) -> list[str]:
     """Each repetition starts with the next setup, so slow drift hits every one alike."""
     k = rep % len(setups)
@@ -108,8 +127,20 @@ def _summarize(rows: list[dict], clients: list[int]) -> dict:
                     "normal_paired_ratio": _paired(rate, "real-normal", reps),
                     "aa_ratio": round(med["chain-b"] / med["chain"], 3),
                     "aa_paired_ratio": _paired(rate, "chain-b", reps),
-                    "aa_paired_range": _paired_range(rate, "chain-b", reps)}
+                    "aa_paired_range": _paired_range(rate, "chain-b", reps),
+                    **_batches(rows, n)}
     return {"per_clients": per_n}
+
+
+def _batches(rows: list[dict], n: int) -> dict:
+    """Per real market at `n` clients: the median orders per warehouse call and call time,
+    which say whether a faster commit bought throughput or only smaller batches."""
+    out = {}
+    for key in ("orders_per_call", "warehouse_call_ms"):
+        out[key] = {setup: statistics.median(r[key] for r in rows
+                                             if r["setup"] == setup and r["clients"] == n)
+                    for setup in MARKETS}
+    return out
 
 
 def _per_rep(rate: dict, setup: str, reps: list[int]) -> list[float]:
@@ -133,6 +164,10 @@ def _print(summary: dict, out: Path) -> None:
         print(f"{n:>7} {s['chain_per_s']:>9.0f} {s['real_per_s']:>9.0f} {s['ratio']:>10.2f} "
               f"{s['paired_ratio']:>7.2f} {s['normal_per_s']:>9.0f} {s['normal_ratio']:>12.2f} "
               f"{s['aa_ratio']:>5.2f}")
+    for n, s in summary["per_clients"].items():
+        print(f"{n} clients: orders per warehouse call " + ", ".join(
+            f"{setup} {s['orders_per_call'][setup]} ({s['warehouse_call_ms'][setup]} ms a call)"
+            for setup in MARKETS))
     print(f"warehouse orders per commit: {summary['warehouse_orders_per_commit']}; "
           f"warehouse calls per buy: {summary['warehouse_calls_per_buy']}; a trader's warehouse "
           f"call {summary['trader_warehouse_call_ms']} ms, of which apply "

@@ -40,6 +40,10 @@ def test_quick_run_writes_results(tmp_path, experiment, setups):
             assert entry["paired_ratio"] == round(rate["real"] / rate["chain"], 3)
             aa = round(rate["chain-b"] / rate["chain"], 3)        # one rep: every A/A is the same
             assert entry["aa_paired_ratio"] == aa and entry["aa_paired_range"] == [aa, aa]
+            # every real buy rode some warehouse call, and a call carries at least one order
+            for setup in ("real", "real-normal"):
+                assert entry["orders_per_call"][setup] >= 1
+                assert entry["warehouse_call_ms"][setup] > 0
 
 
 def test_bench_help_lists_the_experiments():
