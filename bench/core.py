@@ -136,9 +136,10 @@ def _batches(rows: list[dict], n: int) -> dict:
     """Per real market at `n` clients: the median orders per warehouse call and call time,
     which say whether a faster commit bought throughput or only smaller batches."""
     out = {}
-    for key in ("orders_per_call", "warehouse_call_ms"):
-        out[key] = {setup: statistics.median(r[key] for r in rows
-                                             if r["setup"] == setup and r["clients"] == n)
+    for key, digits in (("orders_per_call", 2), ("warehouse_call_ms", 3)):
+        out[key] = {setup: round(statistics.median(r[key] for r in rows
+                                                   if r["setup"] == setup and r["clients"] == n),
+                                 digits)
                     for setup in MARKETS}
     return out
 
