@@ -10,7 +10,9 @@ transport; real-normal/chain says how much of that is the fsync; chain-b/chain, 
 identical setups, says how far apart this run can put two things that are the same,
 which is the resolution of the other two ratios. The setups take turns within each
 repetition, and the summary gives both the ratio of medians and the median of ratios
-paired within a repetition (seconds apart, so machine drift cancels).
+paired within a repetition (seconds apart, so machine drift cancels). Around each
+real-market measurement it reads the trader's counters, so the summary also gives each
+market's orders per warehouse call and a call's mean time per client count.
 """
 
 from __future__ import annotations
