@@ -86,9 +86,10 @@ def format_summary(s: dict) -> str:
              f"warehouse orders per commit: {s['orders_per_commit']}"]
     for n, t in s["traders"].items():
         host = "a replica" if t["peer"] is None else f"peer {t['peer']}"
-        lines.append(f"trader {n} ({host}, {t['mode']}): {t['requests']} requests "
-                     f"({t['buys']} buys, {t['sells']} sells; {t['shipped']} shipped, "
-                     f"{t['unavailable']} unavailable, {t['local_denials']} denied from cache)")
+        lines.append(f"trader {n} ({host}, {t['mode']}): {_count(t['requests'], 'request')} "
+                     f"({_count(t['buys'], 'buy')}, {_count(t['sells'], 'sell')}; "
+                     f"{t['shipped']} shipped, {t['unavailable']} unavailable, "
+                     f"{t['local_denials']} denied from cache, {t['refused']} refused as invalid)")
     a = s["accuracy"]
     lines.append(f"over-sells: {a['oversells']} ({a['oversell_pct']:.2f}% of {a['buy_requests']} "
                  f"buy requests); actual under-sells: {a['undersells']} "
@@ -100,6 +101,11 @@ def format_summary(s: dict) -> str:
     lines.append("conservation per product: " + ("ok" if s["conservation_ok"] else "VIOLATED"))
     lines.append(f"logs: {s['run_dir']}")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 buyer`, `2 buyers`."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _trade(market: Market, duration: float | None) -> float:
@@ -131,8 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     market = Market(cfg, args.config, _run_dir(cfg, args.run_dir))
     code = 0
     try:
-        print(f"starting the market from {args.config} ({cfg.buyers_count} buyers, "
-              f"{cfg.sellers_count} sellers, N_t={cfg.traders.count}, {cfg.traders.mode} mode); "
+        print(f"starting the market from {args.config} ({_count(cfg.buyers_count, 'buyer')}, "
+              f"{_count(cfg.sellers_count, 'seller')}, N_t={cfg.traders.count}, "
+              f"{cfg.traders.mode} mode); "
               f"logs in {market.run_dir}", flush=True)
         market.start()
         _run(market, args.duration)

@@ -1,0 +1,26 @@
+"""The launcher's summary text: pure formatting, no market."""
+
+from pyromarket.start import format_summary
+from pyromarket.trader import STAT_KEYS
+
+
+def _summary(**trader_counts) -> dict:
+    stats = {"peer": 6, "mode": "sync", **{k: 0 for k in STAT_KEYS}, **trader_counts}
+    return {"elapsed_s": 10.0, "goods_shipped": 3, "shipped_per_s": 0.3, "goods_stocked": 0,
+            "orders_per_commit": 1.0, "traders": {1: stats},
+            "accuracy": {"oversells": 0, "oversell_pct": 0.0, "buy_requests": 1,
+                         "undersells": 0, "undersell_pct": 0.0},
+            "conservation_ok": True, "run_dir": "logs/run-x"}
+
+
+def test_a_trader_line_counts_refused_requests_and_uses_plurals_right():
+    text = format_summary(_summary(requests=3, buys=1, sells=0, shipped=1, refused=2))
+    line = next(ln for ln in text.splitlines() if ln.startswith("trader 1"))
+    assert line == ("trader 1 (peer 6, sync): 3 requests (1 buy, 0 sells; 1 shipped, "
+                    "0 unavailable, 0 denied from cache, 2 refused as invalid)")
+
+
+def test_a_broken_conservation_is_shouted():
+    s = _summary(requests=1)
+    s["conservation_ok"] = False
+    assert "conservation per product: VIOLATED" in format_summary(s)
