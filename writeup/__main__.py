@@ -5,13 +5,13 @@
 2. Redraw every figure from writeup/data/ with bench.plots into writeup/figures/.
 3. Fill report.template.md's placeholders from the data: `{{cache/summary/per_clients/8/ratio|.2f}}`
    is a value from data/cache/meta.json (path parts split on "/", an optional format
-   after "|"), and `{{table:NAME}}` is a table made by one of TABLES below. No number in
-   the report is typed by hand.
+   after "|"), and `{{table:NAME}}` is a table made by one of TABLES below. No number
+   from a bench run is typed by hand.
 4. With --core-repeats, keep the 8-client result of several `bench core` runs in
-   data/core-repeats.json (one run's ratio is not enough on a noisy machine; 4.6 quotes
-   the spread and the median from this file). --confirmation does the same for the
+   data/core-repeats.json (one run's ratio is not enough on a noisy machine; appendix A.3
+   quotes the spread and the median from this file). --confirmation does the same for the
    pre-registered batch of core-confirmation.md, into data/core-confirmation.json,
-   which 4.6 judges on its own.
+   which A.3 judges on its own.
 5. Write writeup/report.md (the filled Markdown, readable on its own) and the PDF
    writeup/report.pdf (markdown + xhtml2pdf: `pip install -e '.[report]'`).
 """
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                              "the data from; default: the data already in writeup/data/")
     parser.add_argument("--core-repeats", type=Path, nargs="+", default=None, metavar="RUN",
                         help="`bench core` (or `python -m bench`) run folders whose 8-client "
-                             "ratios 4.6 lists as repeats; default: the list already in "
+                             "ratios appendix A.3 lists as repeats; default: the list already in "
                              "writeup/data/core-repeats.json")
     parser.add_argument("--confirmation", type=Path, nargs="+", default=None, metavar="RUN",
                         help="the `bench core` run folders of the pre-registered batch "
