@@ -58,6 +58,7 @@ class LoadWindow:
 
 @dataclass(frozen=True)
 class Decision:
+    """A decision to launch a trader, and the figures it was made on."""
     index: int              # the new trader's n (market.trader.<n>)
     kind: str               # "scale_out" or "replace"
     mean_load: float        # requests per window per live trader when decided
@@ -65,6 +66,11 @@ class Decision:
 
 
 class ScalePolicy:
+    """When to launch a trader, as pure rules: the mean load per live trader passes
+    the threshold, the cap (launches still starting count) is not reached and the cool-down
+    has passed. A launch that never shows up is given up after `launch_timeout_s` (or the
+    cool-down, if longer)."""
+
     def __init__(self, threshold: int, max_traders: int, cooldown_s: float,
                  launch_timeout_s: float = 30.0):
         self.threshold, self.max_traders, self.cooldown_s = threshold, max_traders, cooldown_s
@@ -74,6 +80,7 @@ class ScalePolicy:
 
     @property
     def pending(self) -> list[int]:
+        """Traders whose launch was decided but which are not serving yet."""
         return sorted(self._pending)
 
     def decide(self, now: float, loads: Mapping[int, int], taken: Iterable[int]) -> Decision | None:

@@ -28,12 +28,17 @@ UNKNOWN = -1            # the version we claim for a product we hold nothing abo
 
 @dataclass
 class Entry:
+    """What the cache holds for one product: the stock and version the warehouse
+    reported, and when (by the cache's clock) they were fetched or last confirmed."""
     stock: int
     version: int
     fetched_at: float
 
 
 class InventoryCache:
+    """Per-product entries with a TTL, updated by version (never backwards) and
+    revalidated by one shared call when stale. Thread-safe; `clock` is injectable."""
+
     def __init__(self, products: Iterable[str], ttl_s: float,
                  clock: Callable[[], float] = time.monotonic):
         self.products = tuple(products)
@@ -44,11 +49,13 @@ class InventoryCache:
         self._inflight: threading.Event | None = None     # a revalidation under way
 
     def peek(self, product: str) -> Entry | None:
+        """A copy of the entry for `product`, fresh or not, or None if there is none."""
         with self._lock:
             e = self._entries.get(product)
             return Entry(e.stock, e.version, e.fetched_at) if e else None
 
     def is_fresh(self, e: Entry | None, now: float) -> bool:
+        """Whether entry `e` is younger than the TTL at time `now`."""
         return e is not None and now - e.fetched_at < self.ttl_s
 
     def observe(self, product: str, stock: int, version: int) -> bool:

@@ -152,6 +152,8 @@ class AutoscaleConfig:
 
 @dataclass(frozen=True)
 class MarketConfig:
+    """The whole market config: one frozen field per YAML section (see conf/market.yaml
+    for every key). Built and checked by `load`; never changed after."""
     nameserver: Endpoint
     warehouse: WarehouseConfig
     products: tuple[str, ...]

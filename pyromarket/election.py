@@ -28,6 +28,7 @@ __all__ = ["Send", "RingElection", "trader_index", "check_message"]
 
 @dataclass(frozen=True)
 class Send:
+    """An instruction for the caller: deliver `message` to peer `to`."""
     to: int
     message: dict
 
@@ -61,6 +62,9 @@ def trader_index(traders: Sequence[int], peer_id: int) -> int:
 
 
 class RingElection:
+    """One peer's view of the ring election. Feed it events; it returns the
+    `Send`s to perform and, once decided, holds `traders`: the N_t elected peer ids."""
+
     def __init__(self, my_id: int, peer_ids: Sequence[int], n_traders: int,
                  timeout_s: float = 5.0):
         if my_id not in peer_ids:
@@ -76,6 +80,7 @@ class RingElection:
 
     @property
     def decided(self) -> bool:
+        """Whether this peer knows the elected traders."""
         return self.traders is not None
 
     def start(self, now: float = 0.0) -> list[Send]:
@@ -95,6 +100,8 @@ class RingElection:
         return self.start(now)
 
     def on_message(self, msg: dict, now: float = 0.0) -> list[Send]:
+        """Handle an election or coordinator message from another peer
+        (already checked by `check_message`)."""
         if msg["type"] == "election":
             return self._on_election(msg, now)
         if msg["type"] == "coordinator":

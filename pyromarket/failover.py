@@ -36,6 +36,10 @@ REFRESH_S = 1.0          # how often the trader names are re-read
 
 
 class Failover:
+    """One trader's heartbeat thread: pings the other traders, takes over from one that
+    stops answering, steps down if it was itself fenced, and drives autoscaling when it is
+    the coordinator. Built by the TradingPost; runs until `stop` is set or it retires."""
+
     def __init__(self, trader: Trader, link: WarehouseLink, cfg: config.MarketConfig,
                  traders: dict[int, str], log: EventLog, launcher=None, location: str = ""):
         """`traders`: {n: uri} of the other traders known now; `launcher`: set when
@@ -57,6 +61,8 @@ class Failover:
         self.detected_at: dict[int, float] = {}      # trader n -> wall time declared dead
 
     def run(self, stop: threading.Event) -> None:
+        """The heartbeat loop, a quarter interval per step, until `stop` is set or this
+        trader is retired. Run it on a thread of its own."""
         step = self.cfg.heartbeat.interval_s / 4
         while not stop.is_set() and not self.trader.retired.is_set():
             now = time.monotonic()
@@ -98,6 +104,8 @@ class Failover:
                          f"declared it dead")
 
     def take_over(self, n: int) -> None:
+        """Trader `n` missed its heartbeats: fence it, unlist it, tell every peer,
+        and (as coordinator, with autoscaling) launch its replacement. Each step is idempotent."""
         self.detected_at[n] = time.time()
         self.log(f"Trader {self.me} got no answer to {self.cfg.heartbeat.misses} heartbeats in a "
                  f"row from Trader {n} and declares it dead")

@@ -17,6 +17,9 @@ __all__ = ["HeartbeatMonitor"]
 
 
 class HeartbeatMonitor:
+    """Heartbeat bookkeeping for one trader: whom to ping when, and who is dead.
+    Pure: every method takes the time, so tests drive it without sleeping."""
+
     def __init__(self, others: Iterable[int], interval_s: float, timeout_s: float,
                  misses: int, now: float, grace_s: float = 0.0):
         self.interval_s, self.timeout_s, self.misses = interval_s, timeout_s, misses
@@ -29,10 +32,12 @@ class HeartbeatMonitor:
 
     @property
     def live(self) -> list[int]:
+        """The other traders not declared dead, in order."""
         return sorted(o for o in self._missed if o not in self.dead)
 
     @property
     def detection_bound_s(self) -> float:
+        """The longest a death can go undetected: misses x interval + timeout."""
         return self.misses * self.interval_s + self.timeout_s
 
     def due(self, now: float) -> list[int]:

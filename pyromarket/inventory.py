@@ -35,6 +35,7 @@ Forward = Callable[[Order], dict]     # order -> the warehouse's reply dict (wit
 
 
 class SyncInventory:
+    """Cache-less: every buy and sell is forwarded to the warehouse, whose reply is final."""
     mode = "sync"
 
     def __init__(self, forward: Forward, lookup: Callable[[str], dict]):
@@ -58,6 +59,10 @@ class SyncInventory:
 
 
 class CachedInventory:
+    """Cached: a buy is decided against a TTL cache of the warehouse's stock and
+    versions first (see the module docstring); sells and retries always go to the warehouse.
+    `stats` counts local denials, forwarded buys and over-sells; `denials` keeps each local
+    denial's wall time so an audit can tell a real under-sell from a correct denial."""
     mode = "cached"
 
     def __init__(self, forward: Forward, fetch: Fetch, cache: InventoryCache,
@@ -107,6 +112,7 @@ class CachedInventory:
                 "revalidations_unchanged": cs.get("revalidations_unchanged", 0)}
 
     def denials_since(self, index: int, limit: int) -> list[tuple[float, str, int]]:
+        """Local denials from index `index` on, at most `limit` of them."""
         with self._lock:
             return self.denials[index:index + limit]
 

@@ -33,6 +33,8 @@ REPLICA_DIR = "replicas"        # under the run dir: one `<pid>.pid` file per lo
 
 
 class Launcher(Protocol):
+    """How a coordinator starts a new trader somewhere: the interface both launchers share."""
+
     def launch(self, index: int) -> str:
         """Start trader `index` somewhere; return a handle such as "pid 123" or an instance id."""
 
@@ -41,6 +43,9 @@ class Launcher(Protocol):
 
 
 class LocalLauncher:
+    """Starts replicas as processes on this machine, each pinned to a core of its own and
+    in its own session, with a pid file under the run folder so the market can stop them."""
+
     def __init__(self, config_path: str, run_dir: str):
         self.config_path, self.run_dir = os.path.abspath(config_path), os.path.abspath(run_dir)
         self._procs: list[subprocess.Popen] = []
@@ -94,6 +99,8 @@ def user_data(index: int, config_text: str, package: str) -> str:
 
 
 class Ec2Launcher:
+    """Starts each replica on an EC2 instance whose user-data installs the project and
+    runs `pyromarket.replica` against the market's name server; close() terminates them."""
     TAG = "pyromarket:trader"
 
     def __init__(self, ec2: config.Ec2Config, config_text: str, client=None):
@@ -134,6 +141,7 @@ def _boto3_client(ec2: config.Ec2Config):
 
 
 def make_launcher(cfg: config.MarketConfig, config_path: str, run_dir: str) -> Launcher:
+    """The launcher the config's `autoscale.launcher` names."""
     if cfg.autoscale.launcher == "ec2":
         with open(config_path, encoding="utf-8") as fh:
             return Ec2Launcher(cfg.autoscale.ec2, fh.read())

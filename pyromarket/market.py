@@ -24,6 +24,10 @@ __all__ = ["Market"]
 
 
 class Market:
+    """A running market made of real processes, started and stopped as one unit.
+    Use it as a context manager, or call start() and stop(); proxies to its parts come
+    from warehouse(), trader(n) and peer(id)."""
+
     def __init__(self, cfg: config.MarketConfig, config_path: str, run_dir: str):
         self.cfg, self.config_path, self.run_dir = cfg, os.path.abspath(config_path), run_dir
         self.services: dict[str, Service] = {}
@@ -40,6 +44,8 @@ class Market:
         self.stop()
 
     def start(self, timeout_s: float = 60.0) -> "Market":
+        """Start the name server (unless one answers), the warehouse and every peer;
+        return once the election is decided. On any failure, stop what started and re-raise."""
         os.makedirs(self.run_dir, exist_ok=True)
         rpc.configure(self.cfg.rpc.threadpool_size)
         try:
@@ -82,9 +88,13 @@ class Market:
                   if n.startswith("peer-") and int(n[5:]) not in self.trader_peers])
 
     def start_warehouse(self) -> Service:
+        """Start the warehouse process (also to restart it after a kill) and wait
+        until it answers."""
         return self._spawn("warehouse", "pyromarket.warehouse", [], ready=self._warehouse_answers)
 
     def wait_for_election(self, timeout_s: float = 60.0) -> None:
+        """Wait until every peer has decided, exactly N_t of them serve as traders, and
+        their names are registered; raise if a market process exited meanwhile."""
         wait_until(self._elected, timeout_s, f"the election of {self.cfg.traders.count} traders")
 
     # --- looking at it --------------------------------------------------------------------
@@ -101,6 +111,7 @@ class Market:
         self._local.ns = None
 
     def traders(self) -> dict[int, str]:
+        """{n: uri} of every trader registered in the name server now."""
         return rpc.list_traders(self.ns())
 
     def warehouse(self, timeout_s: float = 10.0):
@@ -109,9 +120,12 @@ class Market:
         return rpc.proxy(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{ns.host}:{ns.port}", timeout_s)
 
     def trader(self, n: int, timeout_s: float = 10.0):
+        """A new proxy to trader n, owned by the calling thread."""
         return rpc.proxy(self.traders()[n], timeout_s)
 
     def peer(self, peer_id: int, timeout_s: float = 5.0):
+        """A new proxy to peer `peer_id`'s own object (status, ping), owned by the
+        calling thread."""
         p = self.cfg.peer(peer_id)
         return rpc.proxy(rpc.peer_uri(p.host, p.port), timeout_s)
 

@@ -108,6 +108,8 @@ class PeerNode:
 
     @rpc.remote
     def election_message(self, message: dict) -> bool:
+        """Deliver one election message to this peer's ring election; a
+        malformed one raises InvalidRequest."""
         try:
             self._driver.inbox.put(check_message(message))
         except ValueError as exc:
@@ -141,6 +143,8 @@ class PeerNode:
 
     @rpc.remote
     def status(self) -> dict:
+        """This peer's id, role, the traders it learned and, as a buyer or seller, its
+        counters and pending request; as a trader, whom it declared dead."""
         traders = self._driver.traders
         role = "trader" if self.trader_index else self.me.role
         out = {"id": self.me.id, "role": role, "configured_role": self.me.role,
@@ -155,6 +159,7 @@ class PeerNode:
 
     @rpc.remote
     def ping(self) -> dict:
+        """Liveness, for the election's wait on the other peers and the launcher."""
         return {"role": "peer", "id": self.me.id, "pid": os.getpid()}
 
 

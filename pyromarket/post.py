@@ -24,6 +24,11 @@ __all__ = ["TradingPost", "pin"]
 
 
 class TradingPost:
+    """Everything that makes a process a trader: its warehouse link (and epoch), the
+    exposed Trader object, its name in the name server, its heartbeat thread and, with
+    autoscaling on, its launcher. An elected peer and a launched replica both use it:
+    open(), then publish() (and announce(), for a replica), then close()."""
+
     def __init__(self, index: int, peer_id: int | None, cfg: config.MarketConfig,
                  server: rpc.Server, run_dir: str | None, config_path: str,
                  stop: threading.Event):
@@ -76,6 +81,8 @@ class TradingPost:
                 self.log(f"Trader {self.index} could not tell peer {peer.id} ({exc})")
 
     def close(self) -> None:
+        """Unregister the name (if it still points here), then close the launcher, the
+        warehouse link and the event log. The heartbeat thread ends with the `stop` event."""
         if self._ns is not None and self.uri is not None:
             with contextlib.suppress(MarketError, rpc.CommunicationError):
                 rpc.remove_name_if(self._ns, rpc.trader_name(self.index), self.uri)

@@ -50,6 +50,7 @@ log = logging.getLogger("pyromarket.rpc")
 
 
 def trader_name(n: int) -> str:
+    """The name-server name of trader n: `market.trader.<n>`."""
     return f"{TRADER_PREFIX}{n}"
 
 
@@ -190,6 +191,7 @@ def list_traders(ns: Pyro5.api.Proxy) -> dict[int, str]:
 
 
 def register_name(ns: Pyro5.api.Proxy, name: str, uri: Any) -> None:
+    """Bind `name` to `uri` in the name server, replacing any earlier binding."""
     with translated(f"register {name}"):
         ns.register(name, uri, safe=False)
 
@@ -219,9 +221,11 @@ class Server:
         self._thread = threading.Thread(target=self._loop, name="pyro-daemon", daemon=True)
 
     def register(self, obj: Any, object_id: str) -> str:
+        """Serve `obj` under `object_id`; return its PYRO: URI."""
         return str(self.daemon.register(obj, objectId=object_id, force=True))
 
     def start(self) -> "Server":
+        """Start answering calls on the daemon's thread."""
         self._thread.start()
         return self
 

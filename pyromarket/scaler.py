@@ -24,6 +24,9 @@ __all__ = ["Scaler"]
 
 
 class Scaler:
+    """The coordinator's autoscaler: asks the ScalePolicy on every heartbeat tick and
+    runs each launch it decides on a thread of its own, logging the decision and the result."""
+
     def __init__(self, trader: Trader, cfg: config.AutoscaleConfig, launcher: Launcher,
                  log: EventLog):
         self.trader, self.cfg, self.launcher, self.log = trader, cfg, launcher, log
@@ -36,6 +39,8 @@ class Scaler:
             self._launch(decision)
 
     def replace(self, now: float, dead: int, loads: Mapping[int, int]) -> None:
+        """Trader `dead` was declared dead: launch a replacement under its n, if the
+        config asks for replacements and the policy agrees."""
         if self.cfg.replace_failed:
             decision = self.policy.replacement(now, dead, loads)
             if decision is not None:

@@ -83,6 +83,7 @@ class Store:
             return sorted(self._mirror)
 
     def lookup(self, product: str) -> dict:
+        """{"product", "stock", "version"} as last committed; UnknownProduct otherwise."""
         with self._lock:
             if product not in self._mirror:
                 raise UnknownProduct(f"unknown product {product!r}")
@@ -90,16 +91,19 @@ class Store:
         return {"product": product, "stock": stock, "version": version}
 
     def inventory(self) -> dict[str, dict]:
+        """{product: {"stock", "version"}} of every product, as last committed."""
         with self._lock:
             return {p: {"stock": s, "version": v} for p, (s, v) in sorted(self._mirror.items())}
 
     def ledger(self, since_seq: int = 0, limit: int = 1_000_000) -> list[dict]:
+        """Up to `limit` ledger rows after sequence number `since_seq`, oldest first."""
         rows = self._reader().execute(
             f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
             (since_seq, limit)).fetchall()
         return [dict(zip(LEDGER_COLUMNS, r)) for r in rows]
 
     def last_seq(self) -> int:
+        """The sequence number of the newest ledger row (0 when empty)."""
         return self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]
 
     def seed(self) -> dict[str, int]:
@@ -147,6 +151,7 @@ class Store:
         return epoch
 
     def is_fenced(self, epoch: int) -> bool:
+        """Whether writes stamped with `epoch` are refused."""
         return epoch in self._fenced
 
     def apply(self, orders: Sequence[Order], now: float) -> list[dict | Exception]:

@@ -47,9 +47,13 @@ class WarehouseLink:
         self._pump = Pump(self._send, batch_max, name="warehouse link")
 
     def submit(self, order: Order, timeout_s: float) -> dict:
+        """Send one order in the next batch and return its reply dict. Raises the
+        MarketError the warehouse gave it, or Unavailable if it was not picked up within
+        `timeout_s` or the warehouse could not be reached."""
         return self._pump.submit(order, timeout_s)
 
     def stats(self) -> dict:
+        """Warehouse calls made, orders per call and a call's mean time, for `stats()`."""
         calls = self.calls
         return {"warehouse_calls": calls,
                 "orders_per_warehouse_call": round(self._orders / calls, 2) if calls else 0.0,
@@ -152,6 +156,8 @@ class Trader:
 
     @rpc.remote
     def stats(self) -> dict:
+        """This trader's counters (requests, outcomes, refusals, retries, cache and
+        warehouse-link figures), its mode, epoch and current load window."""
         with self._lock:
             counts = dict(self._stats)
         counts.update(self._inventory.snapshot())

@@ -85,10 +85,15 @@ class Warehouse:
 
     @rpc.remote
     def buy(self, product: str, qty: int, request_id: str | None = None) -> dict:
+        """Ship `qty` of `product` if the stock covers it (one order, for a REPL;
+        traders use `apply`). Reply: {"outcome": "shipped"|"unavailable", "stock", "version",
+        "replayed", ...}; a `request_id` seen before replays its recorded outcome."""
         return self._single("buy", product, qty, request_id)
 
     @rpc.remote
     def sell(self, product: str, qty: int, request_id: str | None = None) -> dict:
+        """Add `qty` of `product` to the stock. Reply: {"outcome": "stocked", ...}; a
+        `request_id` seen before replays its recorded outcome and adds nothing."""
         return self._single("sell", product, qty, request_id)
 
     @rpc.remote
@@ -109,14 +114,19 @@ class Warehouse:
 
     @rpc.remote
     def lookup(self, product: str) -> dict:
+        """{"product", "stock", "version"} of one product, as last committed."""
         return self._store.lookup(check_product(product, self._products))
 
     @rpc.remote
     def inventory(self) -> dict:
+        """{product: {"stock", "version"}} of every product, as last committed."""
         return self._store.inventory()
 
     @rpc.remote
     def stats(self) -> dict:
+        """Counters since start (orders, batches, outcomes and their units, replays, refusals,
+        revalidations, fenced writes), orders per commit, a commit's and an `apply` call's
+        mean time, the uptime and the ledger's last sequence number."""
         with self._stats_lock:
             counts = dict(self._stats)
         batches, calls = counts.get("batches", 0), counts.get("apply_calls", 0)
@@ -168,6 +178,7 @@ class Warehouse:
 
     @rpc.remote
     def ping(self) -> dict:
+        """Liveness, for the launcher and the benchmarks."""
         return {"role": "warehouse", "pid": os.getpid()}
 
     # --- internals ----------------------------------------------------------------------
