@@ -104,8 +104,8 @@ class Failover:
                          f"declared it dead")
 
     def take_over(self, n: int) -> None:
-        """Trader `n` missed its heartbeats: fence it, unlist it, tell every peer,
-        and (as coordinator, with autoscaling) launch its replacement. Each step is idempotent."""
+        """Trader `n` missed its heartbeats: fence it, unlist it, tell every peer, and
+        (as coordinator, with autoscaling) launch its replacement. Each step is idempotent."""
         self.detected_at[n] = time.time()
         self.log(f"Trader {self.me} got no answer to {self.cfg.heartbeat.misses} heartbeats in a "
                  f"row from Trader {n} and declares it dead")

@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the data from; default: the data already in writeup/data/")
     parser.add_argument("--core-repeats", type=Path, nargs="+", default=None, metavar="RUN",
                         help="`bench core` (or `python -m bench`) run folders whose 8-client "
-                             "ratios appendix A.3 lists as repeats; default: the list already in "
-                             "writeup/data/core-repeats.json")
+                             "ratios appendix A.3 lists as repeats; default: the list already "
+                             "in writeup/data/core-repeats.json")
     parser.add_argument("--confirmation", type=Path, nargs="+", default=None, metavar="RUN",
                         help="the `bench core` run folders of the pre-registered batch "
                              "(writeup/core-confirmation.md); default: the list already in "
