@@ -43,7 +43,9 @@ class EventLog:
         self._fh = None
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self._fh = open(path, "a", encoding="utf-8")
+            # backslashreplace: no event text (a lone surrogate from some caller) can make
+            # a write fail and stop the writer thread
+            self._fh = open(path, "a", encoding="utf-8", errors="backslashreplace")
         # (time, message) or (time, [messages]); deque appends and pops are thread-safe
         self._queue: collections.deque = collections.deque()
         self._write_lock = threading.Lock()      # one writer at a time: the thread or close()

@@ -12,10 +12,13 @@ from typing import Any, Iterable
 
 from .errors import InvalidRequest, UnknownProduct
 
-__all__ = ["Order", "check", "check_row", "check_product", "new_request_id", "KINDS", "MAX_ID_LEN"]
+__all__ = ["Order", "check", "check_row", "check_product", "check_label", "new_request_id",
+           "shown", "KINDS", "MAX_ID_LEN", "MAX_EPOCH"]
 
 KINDS = ("buy", "sell")
 MAX_ID_LEN = 128
+MAX_EPOCH = 2**31 - 1     # epochs count trader joins; the ledger stores them as SQLite ints
+SHOWN_CHARS = 60          # how much of a refused value an error message repeats
 
 
 @dataclass(frozen=True)
@@ -41,41 +44,61 @@ def new_request_id(prefix: str = "r") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def shown(value: Any) -> str:
+    """`repr(value)` for an error message, cut to SHOWN_CHARS: a refused 100 kB product
+    name or a 4,000-digit quantity should not come back as a 100 kB message."""
+    if isinstance(value, int) and value.bit_length() > 3 * SHOWN_CHARS:   # about 54 digits
+        sign = "a negative" if value < 0 else "an"
+        return f"{sign} int of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS - 1]}… ({len(text)} characters)"
+
+
 def check_product(product: Any, products: Iterable[str]) -> str:
     if not isinstance(product, str):
         raise InvalidRequest(f"product must be a str, got {type(product).__name__}")
     if product not in products:
-        raise UnknownProduct(f"unknown product {product!r}; the market trades {sorted(products)}")
+        raise UnknownProduct(f"unknown product {shown(product)}; "
+                             f"the market trades {sorted(products)}")
     return product
 
 
 def _check_qty(qty: Any, max_qty: int) -> int:
     if not isinstance(qty, int) or isinstance(qty, bool):
-        raise InvalidRequest(f"quantity must be an int, got {type(qty).__name__} {qty!r}")
+        raise InvalidRequest(f"quantity must be an int, got {type(qty).__name__} {shown(qty)}")
     if not 1 <= qty <= max_qty:
-        raise InvalidRequest(f"quantity must be between 1 and {max_qty}, got {qty}")
+        raise InvalidRequest(f"quantity must be between 1 and {max_qty}, got {shown(qty)}")
     return qty
 
 
-def _check_request_id(request_id: Any) -> str:
-    if not isinstance(request_id, str) or not request_id:
-        raise InvalidRequest(f"request_id must be a non-empty str, got {request_id!r}")
-    if len(request_id) > MAX_ID_LEN:
-        raise InvalidRequest(f"request_id longer than {MAX_ID_LEN} characters")
-    return request_id
+def check_label(value: Any, what: str, *, empty_ok: bool = False,
+                max_len: int = MAX_ID_LEN) -> str:
+    """A short printable str: a request_id, an origin or a client name. Printable keeps
+    out newlines (a forged line in an event log) and lone surrogates, which no UTF-8
+    log, ledger or JSON message can hold."""
+    if not isinstance(value, str) or not (value or empty_ok):
+        kind = "str" if empty_ok else "non-empty str"
+        raise InvalidRequest(f"{what} must be a {kind}, got {shown(value)}")
+    if len(value) > max_len:
+        raise InvalidRequest(f"{what} longer than {max_len} characters")
+    if not value.isprintable():
+        raise InvalidRequest(f"{what} must be printable text (no control characters or lone "
+                             f"surrogates), got {shown(value)}")
+    return value
 
 
 def check(kind: Any, product: Any, qty: Any, request_id: Any, *, products: Iterable[str],
           max_qty: int, origin: Any = "", epoch: Any = 0) -> Order:
     """Return a checked Order, or raise InvalidRequest / UnknownProduct naming the problem."""
     if kind not in KINDS:
-        raise InvalidRequest(f"kind must be one of {KINDS}, got {kind!r}")
-    if not isinstance(origin, str) or len(origin) > MAX_ID_LEN:
-        raise InvalidRequest("origin must be a short str")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        raise InvalidRequest(f"epoch must be a non-negative int, got {epoch!r}")
+        raise InvalidRequest(f"kind must be one of {KINDS}, got {shown(kind)}")
+    check_label(origin, "origin", empty_ok=True)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= MAX_EPOCH:
+        raise InvalidRequest(f"epoch must be an int from 0 to {MAX_EPOCH}, got {shown(epoch)}")
     return Order(kind, check_product(product, products), _check_qty(qty, max_qty),
-                 _check_request_id(request_id), origin, epoch)
+                 check_label(request_id, "request_id"), origin, epoch)
 
 
 ROW_FIELDS = ("kind", "product", "qty", "request_id", "origin", "epoch")

@@ -25,6 +25,7 @@ from .election import RingElection, Send, check_message, trader_index
 from .errors import InvalidRequest, Unavailable
 from .eventlog import EventLog
 from .failover import TRADER_OBJECT, Failover
+from .orders import check_label
 from .post import TradingPost
 
 __all__ = ["PeerNode", "ElectionDriver", "main"]
@@ -135,6 +136,7 @@ class PeerNode:
         """A launched trader's broadcast: it now serves as `market.trader.<trader>`."""
         if not isinstance(trader, int) or isinstance(trader, bool) or not isinstance(uri, str):
             raise InvalidRequest("trader_up(trader: int, uri: str)")
+        check_label(uri, "uri", max_len=512)
         if self.trading is not None:
             self.trading.directory.note_up(trader)
         self._log(f"Peer {self.me.id} was told that Trader {trader} now serves at {uri}; "

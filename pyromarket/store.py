@@ -167,13 +167,19 @@ class Store:
             results = [self._apply_one(o, staged, now) for o in orders]
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            self._roll_back()
             err = Unavailable(f"warehouse storage failed: {exc}")
             return [err] * len(orders)
+        except BaseException:
+            self._roll_back()       # never leave a transaction open for the next batch
+            raise
         with self._lock:
             self._mirror = staged
         return results
+
+    def _roll_back(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def close(self) -> None:
         for conn in self._readers:

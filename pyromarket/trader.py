@@ -21,11 +21,11 @@ from typing import Any, Sequence
 from . import config, rpc, runtime
 from .autoscale import LoadWindow
 from .batching import Pump
+from .cache import InventoryCache
 from .errors import FencedOut, InvalidRequest, MarketError, NotATrader, Unavailable, from_wire
 from .eventlog import EventLog
-from .orders import Order, check, check_product, new_request_id
-from .cache import InventoryCache
 from .inventory import CachedInventory, SyncInventory
+from .orders import Order, check, check_label, check_product, new_request_id, shown
 from .store import SHIPPED, STOCKED
 
 __all__ = ["Trader", "WarehouseLink", "make_inventory", "STAT_KEYS"]
@@ -199,7 +199,7 @@ class Trader:
     def _handle(self, kind: str, product: Any, qty: Any, request_id: Any, client: Any,
                 attempt: Any) -> dict:
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
-            raise InvalidRequest(f"attempt must be a positive int, got {attempt!r}")
+            raise InvalidRequest(f"attempt must be a positive int, got {shown(attempt)}")
         if self.retired.is_set():
             raise NotATrader(f"{self._host} no longer serves as Trader {self.index}; "
                              f"ask another trader")
@@ -270,9 +270,7 @@ STAT_KEYS = ("requests", "buys", "sells", "shipped", "unavailable", "stocked", "
 def _client_label(client: Any) -> str:
     if client is None:
         return "a client"
-    if not isinstance(client, str) or len(client) > 64:
-        raise InvalidRequest("client must be a short str such as 'buyer 3'")
-    return client
+    return check_label(client, "client (a name such as 'buyer 3')")
 
 
 def _informed(name: str, who: str, order: Order, reply: dict) -> str:

@@ -21,7 +21,7 @@ from . import config, rpc, runtime
 from .batching import Batcher
 from .errors import FencedOut, InvalidRequest, MarketError, to_wire
 from .eventlog import EventLog
-from .orders import Order, check, check_product, check_row, new_request_id
+from .orders import MAX_EPOCH, Order, check, check_product, check_row, new_request_id, shown
 from .store import SHIPPED, STOCKED, UNAVAILABLE, Store
 
 __all__ = ["Warehouse", "main"]
@@ -142,7 +142,7 @@ class Warehouse:
         """Ledger rows after `since_seq`, oldest first: the audit trail of every order."""
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (since_seq, limit)):
             raise InvalidRequest("since_seq and limit must be ints")
-        return self._store.ledger(since_seq, max(1, min(limit, 100_000)))
+        return self._store.ledger(max(0, min(since_seq, 2**63 - 1)), max(1, min(limit, 100_000)))
 
     @rpc.remote
     def audit(self) -> dict:
@@ -227,8 +227,8 @@ class Warehouse:
 
 
 def _check_slot(n: Any) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n < 2**31:
-        raise InvalidRequest(f"expected a positive int, got {n!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_EPOCH:
+        raise InvalidRequest(f"expected an int from 1 to {MAX_EPOCH}, got {shown(n)}")
     return n
 
 

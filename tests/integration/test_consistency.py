@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -104,9 +105,36 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
         for args in ((-1, 5), ("0", 5), (0, 2.5)):
             with pytest.raises(InvalidRequest):
                 t.denials(*args)
+        replies = w.apply([("buy", "salt", 1, "e", "t", 10**30), ("buy", "salt", 1, "f", "t\n", 0)])
+        assert [r[:2] for r in replies] == [["error", "InvalidRequest"]] * 2
+        with pytest.raises(UnknownProduct) as huge:
+            t.buy("x" * 100_000, 1)
+        assert len(str(huge.value)) < 300
         assert w.inventory() == before
         assert w.ledger(0, 100) == []
         assert t.buy("salt", 1)["outcome"] == "shipped"   # the connection still works
+
+
+def test_text_no_log_can_hold_is_refused_and_the_logs_go_on(start_market):
+    """Serpent, a REPL user's default, can carry a lone surrogate, which no UTF-8 log,
+    ledger or JSON batch can hold; a newline would forge a log line."""
+    market = start_market(QUIET, 2)
+    ns = market.cfg.nameserver
+    with rpc.proxy(f"PYRONAME:market.trader.1@{ns.host}:{ns.port}", 5) as t, \
+            market.warehouse() as w:
+        t._pyroSerializer = "serpent"
+        before = w.inventory()
+        for args in (("salt", 1, "\ud800"), ("salt", 1, "a\nb"), ("salt", 1, None, "\ud800"),
+                     ("salt", 1, None, "buyer 1\n24.11.2026 00:00:00.00 forged")):
+            with pytest.raises(InvalidRequest, match="printable"):
+                t.buy(*args)
+        assert w.inventory() == before
+        assert t.buy("salt", 1, "after-the-bad-ones", "buyer 7")["outcome"] == "shipped"
+    log = Path(market.run_dir) / "trader-1.txt"
+    wait_until(lambda: "buyer 7" in log.read_text(encoding="utf-8"), 10,
+               "trader 1's log to record the buy after the refused ones")
+    assert not any(line.startswith("24.11.2026 00:00:00.00")
+                   for line in log.read_text(encoding="utf-8").splitlines())
     with market.peer(1) as peer:
         for bad in ({"type": "election"}, "hello", {"type": "coordinator", "initiator": 1,
                                                     "traders": ["x"], "direct": False}):

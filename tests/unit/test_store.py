@@ -108,6 +108,21 @@ def test_storage_failure_rolls_back_the_whole_batch(store, monkeypatch):
     assert store.ledger() == []
 
 
+def test_a_non_sqlite_failure_rolls_back_and_leaves_no_transaction_open(store, monkeypatch):
+    real = store._apply_one
+
+    def buggy(order, staged, now):
+        if order.request_id == "b":
+            raise TypeError("a bug")
+        return real(order, staged, now)
+    monkeypatch.setattr(store, "_apply_one", buggy)
+    with pytest.raises(TypeError):
+        store.apply([buy("a"), buy("b")], now=1.0)
+    assert store.ledger() == [] and store.lookup("salt")["stock"] == 5
+    assert store.apply([buy("c")], now=2.0)[0]["outcome"] == SHIPPED     # the next batch commits
+    assert [r["request_id"] for r in store.ledger()] == ["c"]
+
+
 def test_state_and_ledger_survive_reopen(tmp_path):
     path = str(tmp_path / "wh.sqlite3")
     s = Store(path, {"salt": 5})

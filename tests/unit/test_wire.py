@@ -35,6 +35,33 @@ def test_bad_request_ids_are_refused(rid):
         check("buy", "salt", 1, rid, products=PRODUCTS, max_qty=100)
 
 
+@pytest.mark.parametrize("rid", ["\ud800", "id-\udcff", "two\nlines", "tab\there", "nul\x00"])
+def test_request_ids_that_no_log_or_ledger_can_hold_are_refused(rid):
+    with pytest.raises(InvalidRequest, match="request_id must be printable"):
+        check("buy", "salt", 1, rid, products=PRODUCTS, max_qty=100)
+
+
+@pytest.mark.parametrize("origin", ["\ud800", "trader 1\n24.11.2026 forged line", 7, "x" * 200])
+def test_bad_origins_are_refused(origin):
+    with pytest.raises(InvalidRequest, match="origin"):
+        check("buy", "salt", 1, "r1", products=PRODUCTS, max_qty=100, origin=origin)
+
+
+@pytest.mark.parametrize("epoch", [-1, 2**31, 10**30, 1.0, True, "1"])
+def test_epochs_beyond_what_the_ledger_stores_are_refused(epoch):
+    with pytest.raises(InvalidRequest, match="epoch"):
+        check("buy", "salt", 1, "r1", products=PRODUCTS, max_qty=100, epoch=epoch)
+
+
+def test_a_huge_refused_value_is_not_echoed_whole():
+    with pytest.raises(UnknownProduct) as product:
+        check("buy", "x" * 100_000, 1, "r1", products=PRODUCTS, max_qty=100)
+    with pytest.raises(InvalidRequest) as qty:
+        check("buy", "salt", 10**5000, "r1", products=PRODUCTS, max_qty=100)
+    assert len(str(product.value)) < 200 and "(100002 characters)" in str(product.value)
+    assert len(str(qty.value)) < 200 and "int of about 5001 digits" in str(qty.value)
+
+
 def test_good_order_passes():
     order = check("sell", "fish", 100, "r9", products=PRODUCTS, max_qty=100, origin="trader 2")
     assert order.to_row() == ("sell", "fish", 100, "r9", "trader 2", 0)
@@ -150,3 +177,16 @@ def test_event_log_many_shares_one_stamp(tmp_path):
     lines = (tmp_path / "w.txt").read_text().splitlines()
     assert len(lines) == 2 and lines[0][:22] == lines[1][:22]
     assert lines[1].endswith("Warehouse stocked 2 fish from trader 2")
+
+
+def test_event_log_survives_text_no_utf8_file_can_hold(tmp_path):
+    from pyromarket.process import wait_until
+    log = EventLog(str(tmp_path / "t.txt"), flush_s=0.01)
+    try:
+        log("Trader 1 informed \ud800 that 1 salt was shipped")
+        log("the next event")
+        wait_until(lambda: "the next event" in (tmp_path / "t.txt").read_text(), 5,
+                   "the log's thread to write past the bad line")
+        assert "informed \\ud800 that" in (tmp_path / "t.txt").read_text()
+    finally:
+        log.close()
