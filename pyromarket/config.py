@@ -333,17 +333,38 @@ def from_dict(data: Any, source: str = "<dict>") -> MarketConfig:
     return dataclasses.replace(cfg, source=source).validate()
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error: plain YAML loading
+    keeps the last one silently, so a second `warehouse:` section would win unnoticed."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, collections.abc.Hashable):
+                continue                        # the SafeLoader refuses it, in its words
+            if key in seen:
+                raise ConfigError(f"{key}: given twice in one mapping "
+                                  f"(line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | os.PathLike = DEFAULT_PATH) -> MarketConfig:
     """Read, parse and validate a YAML config file."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=_StrictLoader)   # noqa: S506 - a SafeLoader
     except OSError as exc:
         hint = ("; run from the project folder, or pass --config PATH"
                 if str(path) == DEFAULT_PATH else "")
         raise ConfigError(f"{path}: cannot read config ({exc.strerror}){hint}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a config is YAML") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     try:
         return from_dict(data, source=os.path.abspath(path))
     except ConfigError as exc:

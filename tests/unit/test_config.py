@@ -1,6 +1,7 @@
 """Config loading: every bad file fails at load time with a message naming the key."""
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +123,26 @@ def test_malformed_yaml_file_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("peers: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        config.load(path)
+
+
+def test_a_binary_file_is_a_config_error(tmp_path):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"\x00\x01\xff\xfe")
+    with pytest.raises(ConfigError, match=r"bin\.yaml: not UTF-8 text"):
+        config.load(path)
+
+
+def test_a_key_given_twice_is_named_with_its_line(tmp_path):
+    text = Path("conf/market.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "twice.yaml"
+    path.write_text(text + "\nwarehouse:\n  host: 10.0.0.9\n", encoding="utf-8")
+    line = text.count("\n") + 2
+    with pytest.raises(ConfigError, match=rf"twice\.yaml: warehouse: given twice in one "
+                                          rf"mapping \(line {line}\)"):
+        config.load(path)
+    path.write_text(text.replace("  port: 9090\n", "  port: 9090\n  port: 9091\n", 1))
+    with pytest.raises(ConfigError, match="port: given twice"):
         config.load(path)
 
 
