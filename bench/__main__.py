@@ -50,15 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.reps is not None and args.reps < 1) or args.duration <= 0:
         parser.error("--reps must be >= 1 and --duration > 0")
+    if args.ttl < 0 or args.stock < 0:
+        parser.error("--ttl and --stock must be >= 0")
     try:
         config.load(args.config)
     except config.ConfigError as exc:
         parser.error(str(exc))
     harness.BASE_CONFIG = args.config.resolve()
-    if args.experiment != "all":
-        EXPERIMENTS[args.experiment].run(args)
-        return 0
-    return run_all(args)
+    try:
+        if args.experiment != "all":
+            EXPERIMENTS[args.experiment].run(args)
+            return 0
+        return run_all(args)
+    except KeyboardInterrupt:      # each experiment stops its processes in a `finally`
+        print("\nbench: interrupted; every process it started is stopped, and the experiment "
+              "that was running wrote no results", file=sys.stderr)
+        return 130
 
 
 def run_all(args) -> int:

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 
 import pytest
+
+from pyromarket.process import wait_until
+from tests.integration.conftest import assert_all_gone
 
 
 def _quick(tmp_path, experiment: str):
@@ -52,6 +57,40 @@ def test_bench_help_lists_the_experiments():
     assert done.returncode == 0
     for name in ("core", "cache", "failover", "ratio", "autoscale"):
         assert name in done.stdout
+
+
+@pytest.mark.parametrize("args", [["--reps", "0"], ["--duration", "-1"], ["--stock", "-5"],
+                                  ["--ttl", "-0.5"], ["--config", "no/such.yaml"]])
+def test_bad_arguments_are_refused_before_anything_starts(tmp_path, args):
+    done = subprocess.run([sys.executable, "-m", "bench", "core", "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "error:" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_stops_every_process_and_says_so(tmp_path):
+    """Ctrl-C as in a terminal (SIGINT at its default) in the middle of a run."""
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "bench", "core", "--quick", "--out",
+                                 str(tmp_path)], stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_until(lambda: " 1/8 " in err_path.read_text(), 120, "the first measurement")
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+            kids = [int(k) for k in fh.read().split()]
+        assert len(kids) >= 4                      # two chains, at least
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 130
+    assert "interrupted; every process it started is stopped" in err_path.read_text()
+    assert_all_gone(kids)
+    assert not list(tmp_path.glob("core-*/results.csv"))
 
 
 def test_quick_failover_run_detects_the_kill(tmp_path):
