@@ -47,16 +47,26 @@ GOAL = 0.9                     # the market-core issue's goal for real ÷ chain 
 PLACEHOLDER = re.compile(r"\{\{\s*([^}|]+?)\s*(?:\|\s*([^}]+?)\s*)?\}\}")
 
 
-def collect(results: Path) -> None:
-    """Copy meta.json and the CSVs of each experiment of one bench run into data/."""
+def experiment_folders(results: Path) -> dict[str, Path]:
+    """Each experiment's newest folder in one bench run; SystemExit, before anything is
+    copied, if one is missing or unfinished (a run stopped early leaves no meta.json)."""
+    folders = {}
     for name in EXPERIMENTS:
-        found = sorted(results.glob(f"{name}-*"))
+        found = sorted(f for f in results.glob(f"{name}-*") if (f / "meta.json").exists())
         if not found:
-            raise SystemExit(f"error: {results} has no {name}-* folder; run `python -m bench`")
+            raise SystemExit(f"error: {results} has no finished {name}-* folder; "
+                             f"run `python -m bench`")
+        folders[name] = found[-1]
+    return folders
+
+
+def collect(results: Path, folders: dict[str, Path]) -> None:
+    """Copy meta.json and the CSVs of each experiment of one bench run into data/."""
+    for name, folder in folders.items():
         target = DATA / name
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
-        for f in [found[-1] / "meta.json", *found[-1].glob("*.csv")]:
+        for f in [folder / "meta.json", *folder.glob("*.csv")]:
             shutil.copy(f, target / f.name)
     manifest = results / "manifest.json"
     if manifest.exists():
@@ -275,12 +285,13 @@ def main(argv: list[str] | None = None) -> int:
                              "writeup/data/core-confirmation.json")
     parser.add_argument("--no-pdf", action="store_true", help="stop after report.md")
     args = parser.parse_args(argv)
-    if args.results:
-        collect(args.results)
+    folders = experiment_folders(args.results) if args.results else None   # checked first
     if args.core_repeats:
         collect_repeats(args.core_repeats)
     if args.confirmation:
         collect_repeats(args.confirmation, target=CONFIRMATION)
+    if args.results:
+        collect(args.results, folders)
     data = load()
     figures(data)
     text = fill(TEMPLATE.read_text(encoding="utf-8"), data)

@@ -117,6 +117,22 @@ def test_core_repeats_refuse_a_folder_without_a_core_result(tmp_path, monkeypatc
     assert not (tmp_path / "repeats.json").exists()
 
 
+def test_a_partial_bench_run_is_refused_before_any_data_is_replaced(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    (data / "core").mkdir(parents=True)
+    (data / "core" / "meta.json").write_text('{"kept": true}')
+    monkeypatch.setattr(build, "DATA", data)
+    run = tmp_path / "all-20261124-180000"
+    for name in build.EXPERIMENTS[:-1]:                  # autoscale never finished...
+        (run / f"{name}-20261124-180000").mkdir(parents=True)
+        (run / f"{name}-20261124-180000" / "meta.json").write_text('{"new": true}')
+    (run / "autoscale-20261124-182000").mkdir()          # ...so it has no meta.json
+    with pytest.raises(SystemExit, match="no finished autoscale-"):
+        build.main(["--results", str(run), "--no-pdf"])
+    assert (data / "core" / "meta.json").read_text() == '{"kept": true}'
+    assert sorted(p.name for p in data.iterdir()) == ["core"]
+
+
 def test_the_confirmation_batch_is_judged_alone_by_both_medians(tmp_path, monkeypatch):
     # the pre-registered rule (writeup/core-confirmation.md): met if the median ratio and
     # the median paired ratio are both at least 0.9, over the batch's own runs only
