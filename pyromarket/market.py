@@ -17,8 +17,9 @@ from typing import Any
 from . import audit, config, rpc
 from .errors import Unavailable
 from .launcher import replica_pids
-from .process import Service, python_module, stop_all, stop_pids, wait_until
+from .process import Service, port_in_use, python_module, stop_all, stop_pids, wait_until
 from .replica import OWNER_ENV
+from .store import DatabaseInUse, lock_database
 
 __all__ = ["Market"]
 
@@ -50,6 +51,7 @@ class Market:
         rpc.configure(self.cfg.rpc.threadpool_size)
         try:
             self._ensure_nameserver()
+            self._refuse_a_running_market()
             self._clear_names()
             self.start_warehouse()
             self.baseline = self._snapshot()
@@ -202,6 +204,30 @@ class Market:
         except (Unavailable, rpc.CommunicationError):
             self._drop_ns()
             return False
+
+    def _refuse_a_running_market(self) -> None:
+        """Raise RuntimeError, before anything is started or unregistered, if a market
+        already answers at this name server, or if a port or the database this one needs
+        is taken: starting anyway would unregister the live market's names (so its peers
+        lose their traders) and then fail."""
+        ns = self.cfg.nameserver
+        with contextlib.suppress(Unavailable), rpc.translated("warehouse"):
+            with self.warehouse(2.0) as w:
+                pid = w.ping()["pid"]
+                raise RuntimeError(f"a market already runs at the name server {ns.host}:{ns.port}"
+                                   f" (its warehouse answers, pid {pid}); stop it first, or "
+                                   f"give this one its own name server and ports")
+        wh = self.cfg.warehouse
+        taken = [f"warehouse.port ({wh.host}:{wh.port})"] if port_in_use(wh.host, wh.port) else []
+        taken += [f"peers[{i}].port ({p.host}:{p.port})" for i, p in enumerate(self.cfg.peers)
+                  if port_in_use(p.host, p.port)]
+        if taken:
+            raise RuntimeError(f"already in use, by another market or program: {', '.join(taken)}")
+        os.makedirs(os.path.dirname(os.path.abspath(wh.db_path)), exist_ok=True)
+        try:
+            os.close(lock_database(wh.db_path))     # free now; the warehouse takes it for good
+        except DatabaseInUse as exc:
+            raise RuntimeError(f"warehouse.db_path: {exc}") from None
 
     def _clear_names(self) -> None:
         """Names left by an earlier run on a long-lived name server would mislead peers."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import sys
 import time
 from typing import Callable, Sequence
 
-__all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "stop_all",
+__all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "port_in_use", "stop_all",
            "free_ports", "alive", "stop_pids"]
 
 _LIVE: "set[Service]" = set()
@@ -58,6 +59,20 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not bind host:port now (as Pyro5's daemon binds, with
+    SO_REUSEADDR, so a port a stopped server left in TIME_WAIT counts as free)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -20,6 +20,7 @@ from . import config, rpc
 from .errors import ConfigError, Unavailable
 from .market import Market
 from .process import wait_until
+from .store import DatabaseInUse, lock_database
 
 __all__ = ["main", "summarize", "format_summary"]
 
@@ -50,9 +51,17 @@ def _run_dir(cfg: config.MarketConfig, given: str | None) -> str:
 
 
 def _fresh(db_path: str) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(db_path + suffix)
+    """Delete the warehouse database, unless a warehouse has it open (DatabaseInUse):
+    deleting a live database would lose every commit made after it."""
+    if not os.path.exists(db_path):
+        return
+    fd = lock_database(db_path)
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(db_path + suffix)
+    finally:
+        os.close(fd)
 
 
 def summarize(market: Market, before: dict, elapsed_s: float) -> dict:
@@ -132,7 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.fresh:
-        _fresh(cfg.warehouse.db_path)
+        try:
+            _fresh(cfg.warehouse.db_path)
+        except DatabaseInUse as exc:
+            print(f"error: --fresh: {exc}", file=sys.stderr)
+            return 1
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops like Ctrl-C
     market = Market(cfg, args.config, _run_dir(cfg, args.run_dir))
     code = 0

@@ -12,6 +12,8 @@ good and durably. No Pyro5 here; one writer at a time (`_write`).
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from typing import Iterable, Mapping, Sequence
@@ -19,7 +21,8 @@ from typing import Iterable, Mapping, Sequence
 from .errors import ConflictingRequest, FencedOut, Unavailable, UnknownProduct
 from .orders import Order
 
-__all__ = ["Store", "conservation", "SHIPPED", "UNAVAILABLE", "STOCKED"]
+__all__ = ["Store", "DatabaseInUse", "lock_database", "conservation", "SHIPPED", "UNAVAILABLE",
+           "STOCKED"]
 
 SHIPPED, UNAVAILABLE, STOCKED = "shipped", "unavailable", "stocked"
 
@@ -55,6 +58,28 @@ CREATE TABLE IF NOT EXISTS seed (             -- stock each product started with
 );
 """
 
+class DatabaseInUse(RuntimeError):
+    """Another process holds the database: a second warehouse on the same file would serve
+    from a stale in-memory view and could ship the same goods twice."""
+
+
+def lock_database(path: str) -> int:
+    """Take the database's lock file (`<path>.lock`) for this process: an open fd that
+    holds an exclusive flock, which the kernel drops when the process dies, even by
+    kill -9. Raises DatabaseInUse, naming the holder's pid, if another process has it."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DatabaseInUse(f"{path} is in use by another warehouse (pid {holder}); "
+                            f"stop it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 LEDGER_COLUMNS = ("seq", "request_id", "kind", "product", "qty", "outcome",
                   "stock_after", "version", "ts", "origin", "epoch")
 
@@ -64,7 +89,12 @@ class Store:
 
     def __init__(self, path: str, initial_stock: Mapping[str, int], synchronous: str = "FULL"):
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock_fd: int | None = lock_database(path)     # one warehouse per database file
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
@@ -185,6 +215,9 @@ class Store:
         for conn in self._readers:
             conn.close()
         self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)          # releases the lock
+            self._lock_fd = None
 
     # --- internals --------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from .batching import Batcher
 from .errors import FencedOut, InvalidRequest, MarketError, to_wire
 from .eventlog import EventLog
 from .orders import MAX_EPOCH, Order, check, check_product, check_row, new_request_id, shown
-from .store import SHIPPED, STOCKED, UNAVAILABLE, Store
+from .store import SHIPPED, STOCKED, UNAVAILABLE, DatabaseInUse, Store
 
 __all__ = ["Warehouse", "main"]
 
@@ -275,8 +275,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = runtime.open_log(args.run_dir, cfg, "warehouse")
     wcfg = cfg.warehouse
     os.makedirs(os.path.dirname(os.path.abspath(wcfg.db_path)), exist_ok=True)
-    store = Store(wcfg.db_path, {p: wcfg.initial_stock.get(p, 0) for p in cfg.products},
-                  wcfg.synchronous)
+    try:
+        store = Store(wcfg.db_path, {p: wcfg.initial_stock.get(p, 0) for p in cfg.products},
+                      wcfg.synchronous)
+    except DatabaseInUse as exc:
+        log(f"Warehouse cannot start: {exc}")
+        log.close()
+        raise SystemExit(f"error: {exc}") from None
     warehouse = Warehouse(store, cfg, log)
     server = rpc.Server(wcfg.host, wcfg.port)
     uri = server.register(warehouse, rpc.WAREHOUSE_NAME)

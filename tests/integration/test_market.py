@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -95,7 +96,6 @@ def _run_launcher(config_path, *extra, timeout=90):
 
 
 def _ports_free(cfg) -> bool:
-    import socket
     addrs = [(p.host, p.port) for p in cfg.peers] + [(cfg.warehouse.host, cfg.warehouse.port)]
     for addr in addrs:
         with socket.socket() as s:
@@ -141,6 +141,38 @@ def _ns_answers(cfg) -> bool:
         return True
     except Exception:
         return False
+
+
+def test_a_second_launch_on_a_running_market_is_refused_and_harms_nothing(start_market, tmp_path):
+    """The same config again, with and without --fresh: before, the second launch wiped
+    the live market's names (its peers lost their traders), and --fresh deleted the
+    database under the running warehouse."""
+    market = start_market(["buyer", "seller"], 2)           # quiet: both peers are traders
+    with market.trader(1) as t:
+        t.buy("salt", 1, "before-1")
+    names = market.traders()
+    for extra in ([], ["--fresh"]):
+        done = _run_launcher(market.config_path, "--duration", "1", *extra,
+                             "--run-dir", str(tmp_path / f"second{len(extra)}"))
+        assert done.returncode == 1
+        assert ("a market already runs" in done.stderr if not extra
+                else "in use by another warehouse" in done.stderr), done.stderr
+    assert market.traders() == names
+    with market.trader(1) as t:                             # the market still trades
+        assert t.buy("salt", 1, "after-1")["outcome"] == "shipped"
+    assert [r["request_id"] for r in ledger_rows(market.cfg.warehouse.db_path)] \
+        == ["before-1", "after-1"]
+
+
+def test_a_port_taken_by_another_program_is_named_before_anything_starts(make_config, tmp_path):
+    cfg, path = make_config(ROLES, 2)
+    with socket.socket() as squatter:
+        squatter.bind((cfg.peers[2].host, cfg.peers[2].port))
+        squatter.listen()
+        done = _run_launcher(path, "--duration", "1", "--run-dir", str(tmp_path / "cli"))
+    assert done.returncode == 1
+    assert f"peers[2].port ({cfg.peers[2].host}:{cfg.peers[2].port})" in done.stderr
+    assert not Path(cfg.warehouse.db_path).exists()          # no warehouse was started
 
 
 def test_launcher_refuses_a_bad_config_naming_the_key(tmp_path):

@@ -1,12 +1,16 @@
 """The warehouse store: atomic batches, idempotent replay, durability, audit."""
 
+import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
 from pyromarket.errors import ConflictingRequest, FencedOut, UnknownProduct, Unavailable
 from pyromarket.orders import Order
-from pyromarket.store import SHIPPED, STOCKED, UNAVAILABLE, Store, conservation
+from pyromarket.store import (SHIPPED, STOCKED, UNAVAILABLE, DatabaseInUse, Store,
+                              conservation, lock_database)
 
 
 @pytest.fixture
@@ -121,6 +125,28 @@ def test_a_non_sqlite_failure_rolls_back_and_leaves_no_transaction_open(store, m
     assert store.ledger() == [] and store.lookup("salt")["stock"] == 5
     assert store.apply([buy("c")], now=2.0)[0]["outcome"] == SHIPPED     # the next batch commits
     assert [r["request_id"] for r in store.ledger()] == ["c"]
+
+
+def test_a_second_store_on_the_same_file_is_refused_naming_the_holder(store):
+    with pytest.raises(DatabaseInUse, match=rf"in use by another warehouse \(pid {os.getpid()}\)"):
+        Store(store.path, {"salt": 5})
+    assert store.apply([buy("a")], now=1.0)[0]["outcome"] == SHIPPED     # the first is unharmed
+
+
+def test_the_lock_dies_with_its_process_even_by_kill_9(tmp_path):
+    path = str(tmp_path / "wh.sqlite3")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pyromarket.store "
+                               "import lock_database; lock_database(sys.argv[1]); print(1, "
+                               "flush=True); time.sleep(60)", path], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"1"
+        with pytest.raises(DatabaseInUse, match=f"pid {holder.pid}"):
+            lock_database(path)
+    finally:
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()
+    os.close(lock_database(path))
 
 
 def test_state_and_ledger_survive_reopen(tmp_path):
