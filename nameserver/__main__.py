@@ -15,6 +15,7 @@ import sys
 import Pyro5.nameserver
 
 from pyromarket import config
+from pyromarket.process import port_in_use
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ns = cfg.nameserver
+    if port_in_use(ns.host, ns.port):
+        print(f"error: nameserver.port: {ns.host}:{ns.port} is already in use (a name server "
+              f"already runs there, or another program holds the port)", file=sys.stderr)
+        return 1
     Pyro5.nameserver.main(["-n", ns.host, "-p", str(ns.port), "-x"])
     return 0
 

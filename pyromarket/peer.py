@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = runtime.open_log(args.run_dir, cfg, f"peer-{me.id}")
     driver = ElectionDriver(me, cfg, log)
     node = PeerNode(me, driver, log)
-    server = rpc.Server(me.host, me.port)
+    server = runtime.serve(me.host, me.port)
     server.register(node, rpc.PEER_OBJECT)
     server.start()
     log(f"Peer {me.id} ({me.role}) listening at {me.host}:{me.port}")

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = runtime.stop_on_signals()
     _watch_owner(stop)
     rpc.configure(cfg.rpc.threadpool_size)
-    server = rpc.Server(args.host or cfg.autoscale.replica_host, args.port).start()
+    server = runtime.serve(args.host or cfg.autoscale.replica_host, args.port).start()
     post = TradingPost(args.index, None, cfg, server, args.run_dir, args.config, stop)
     try:
         uri = post.open(core=args.core)

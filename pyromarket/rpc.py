@@ -16,6 +16,7 @@ that bite live in one place:
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import logging
@@ -31,7 +32,8 @@ from . import errors
 from .errors import InvalidRequest, MarketError, Unavailable
 
 __all__ = [
-    "configure", "register_errors", "expose", "release", "remote", "proxy", "ThreadLocalProxy", "Server", "nameserver",
+    "configure", "register_errors", "expose", "release", "remote", "proxy", "ThreadLocalProxy", "Server", "PortInUse",
+    "nameserver",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
 ]
@@ -211,12 +213,23 @@ def remove_name_if(ns: Pyro5.api.Proxy, name: str, uri: str) -> bool:
         return True
 
 
+class PortInUse(RuntimeError):
+    """The address a Server was to bind is taken."""
+
+
 class Server:
     """A Pyro5 daemon serving in a background thread; close() stops it and joins."""
 
     def __init__(self, host: str, port: int):
-        with translated(f"bind {host}:{port}"):
-            self.daemon = Pyro5.server.Daemon(host=host, port=port)
+        """Bind host:port now; raises PortInUse if another process holds it."""
+        try:
+            with translated(f"bind {host}:{port}"):
+                self.daemon = Pyro5.server.Daemon(host=host, port=port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"{host}:{port} is already in use, by another market or "
+                                f"program") from None
+            raise
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pyro-daemon", daemon=True)
 

@@ -17,7 +17,7 @@ from . import config, rpc
 from .errors import Unavailable
 from .eventlog import EventLog
 
-__all__ = ["role_args", "load_config", "stop_on_signals", "connect_ns", "open_log", "backoff_delays",
+__all__ = ["role_args", "load_config", "serve", "stop_on_signals", "connect_ns", "open_log", "backoff_delays",
            "trader_core"]
 
 
@@ -40,6 +40,16 @@ def load_config(path: str) -> config.MarketConfig:
     except config.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def serve(host: str, port: int) -> rpc.Server:
+    """This role's Pyro5 server on host:port, or a one-line error and exit code 1 if the
+    address is taken (a second copy of this role, say)."""
+    try:
+        return rpc.Server(host, port)
+    except rpc.PortInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def stop_on_signals() -> threading.Event:

@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.close()
         raise SystemExit(f"error: {exc}") from None
     warehouse = Warehouse(store, cfg, log)
-    server = rpc.Server(wcfg.host, wcfg.port)
+    server = runtime.serve(wcfg.host, wcfg.port)
     uri = server.register(warehouse, rpc.WAREHOUSE_NAME)
     server.start()
     ns = runtime.connect_ns(cfg, stop=stop)

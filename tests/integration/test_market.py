@@ -175,6 +175,25 @@ def test_a_port_taken_by_another_program_is_named_before_anything_starts(make_co
     assert not Path(cfg.warehouse.db_path).exists()          # no warehouse was started
 
 
+@pytest.mark.parametrize("module,extra,endpoint", [
+    ("nameserver", [], lambda cfg: cfg.nameserver),
+    ("pyromarket.warehouse", [], lambda cfg: cfg.warehouse),
+    ("pyromarket.peer", ["--id", "1"], lambda cfg: cfg.peers[0])])
+def test_a_role_whose_port_is_taken_says_so_in_one_line(make_config, tmp_path, module, extra,
+                                                        endpoint):
+    cfg, path = make_config(ROLES, 2)
+    where = endpoint(cfg)
+    with socket.socket() as squatter:
+        squatter.bind((where.host, where.port))
+        squatter.listen()
+        done = subprocess.run([sys.executable, "-m", module, "--config", path, "--run-dir",
+                               str(tmp_path / "run"), *extra],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"{where.host}:{where.port} is already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_launcher_refuses_a_bad_config_naming_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path("conf/market.yaml").read_text().replace("count: 2", "count: 99"))
