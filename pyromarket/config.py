@@ -206,12 +206,24 @@ def _validate_products(cfg: MarketConfig) -> None:
             raise ConfigError(f"warehouse.initial_stock.{name}: must be >= 0")
 
 
+def _check_address(key: str, host: str, port: int) -> None:
+    if not host.strip():
+        raise ConfigError(f"{key}.host: must name a host (an IP such as 127.0.0.1)")
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{key}.port: must be a TCP port from 1 to 65535, got {port}")
+
+
 def _validate_peers(cfg: MarketConfig) -> None:
+    _check_address("nameserver", cfg.nameserver.host, cfg.nameserver.port)
+    _check_address("warehouse", cfg.warehouse.host, cfg.warehouse.port)
     ids, addrs = set(), {(cfg.nameserver.host, cfg.nameserver.port): "nameserver",
                          (cfg.warehouse.host, cfg.warehouse.port): "warehouse"}
     if len(addrs) < 2:
         raise ConfigError("warehouse.port: same address as the name server")
     for i, p in enumerate(cfg.peers):
+        _check_address(f"peers[{i}]", p.host, p.port)
+        if p.id < 1:
+            raise ConfigError(f"peers[{i}].id: must be a positive int, got {p.id}")
         if p.role not in ROLES:
             raise ConfigError(f"peers[{i}].role: must be one of {ROLES}, got {p.role!r}")
         if p.id in ids:

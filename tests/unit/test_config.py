@@ -97,6 +97,25 @@ def test_peer_port_colliding_with_warehouse_is_refused():
     _fails(data, r"peers\[0\]\.port: .* already used by warehouse")
 
 
+@pytest.mark.parametrize("port", [0, -1, 65536, 10**12])
+@pytest.mark.parametrize("where,key", [("nameserver", r"nameserver\.port"),
+                                       ("warehouse", r"warehouse\.port"),
+                                       ("peer", r"peers\[2\]\.port")])
+def test_a_port_outside_1_to_65535_is_named(where, key, port):
+    data = config_dict(ROLES)
+    (data["peers"][2] if where == "peer" else data[where])["port"] = port
+    _fails(data, rf"{key}: must be a TCP port from 1 to 65535, got {port}")
+
+
+def test_an_empty_host_or_a_non_positive_peer_id_is_named():
+    data = config_dict(ROLES)
+    data["warehouse"]["host"] = " "
+    _fails(data, r"warehouse\.host: must name a host")
+    data = config_dict(ROLES)
+    data["peers"][1]["id"] = 0
+    _fails(data, r"peers\[1\]\.id: must be a positive int, got 0")
+
+
 def test_bad_role_and_mode_are_refused():
     data = config_dict(ROLES)
     data["peers"][0]["role"] = "trader"
