@@ -21,8 +21,8 @@ import sys
 import time
 from typing import Callable, Sequence
 
-__all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "port_in_use", "stop_all",
-           "free_ports", "alive", "stop_pids"]
+__all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "port_in_use",
+           "stop_all", "free_ports", "alive", "stop_pids"]
 
 _LIVE: "set[Service]" = set()
 
@@ -62,16 +62,15 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Whether a server could not bind host:port now (as Pyro5's daemon binds, with
-    SO_REUSEADDR, so a port a stopped server left in TIME_WAIT counts as free)."""
+    """Whether another process holds host:port now. Binds as Pyro5's daemon does, with
+    SO_REUSEADDR, so a port a stopped server left in TIME_WAIT counts as free; any other
+    bind error (a host that is not this machine's) is left for the server to report."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return True
-            raise
+            return exc.errno == errno.EADDRINUSE
     return False
 
 

@@ -32,8 +32,8 @@ from . import errors
 from .errors import InvalidRequest, MarketError, Unavailable
 
 __all__ = [
-    "configure", "register_errors", "expose", "release", "remote", "proxy", "ThreadLocalProxy", "Server", "PortInUse",
-    "nameserver",
+    "configure", "register_errors", "expose", "release", "remote", "proxy", "ThreadLocalProxy",
+    "Server", "PortInUse", "nameserver",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
 ]

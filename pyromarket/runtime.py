@@ -17,8 +17,8 @@ from . import config, rpc
 from .errors import Unavailable
 from .eventlog import EventLog
 
-__all__ = ["role_args", "load_config", "serve", "stop_on_signals", "connect_ns", "open_log", "backoff_delays",
-           "trader_core"]
+__all__ = ["role_args", "load_config", "serve", "stop_on_signals", "connect_ns", "open_log",
+           "backoff_delays", "trader_core"]
 
 
 def role_args(prog: str, description: str, argv: Sequence[str] | None,
