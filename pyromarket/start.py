@@ -148,13 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops like Ctrl-C
     market = Market(cfg, args.config, _run_dir(cfg, args.run_dir))
-    code = 0
+    code, started = 0, False
     try:
         print(f"starting the market from {args.config} ({_count(cfg.buyers_count, 'buyer')}, "
               f"{_count(cfg.sellers_count, 'seller')}, N_t={cfg.traders.count}, "
               f"{cfg.traders.mode} mode); "
               f"logs in {market.run_dir}", flush=True)
         market.start()
+        started = True
         _run(market, args.duration)
     except (RuntimeError, TimeoutError, Unavailable) as exc:
         crashed = _crashed_soon(market)
@@ -164,9 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
-        print("\ninterrupted during start-up; stopping", flush=True)
+        print("\ninterrupted again; stopping without a summary" if started
+              else "\ninterrupted during start-up; stopping", flush=True)
         code = 130
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # the stop is bounded: let it finish
         market.stop()
     return code
 

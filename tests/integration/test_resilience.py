@@ -108,6 +108,21 @@ def test_ctrl_c_prints_a_summary_and_stops_every_child(make_config, tmp_path):
     assert_all_gone(kids.values())
 
 
+def test_ctrl_c_held_down_still_stops_every_child_without_a_traceback(make_config, tmp_path):
+    """SIGINT every 50 ms until the launcher exits, so some land while it stops its
+    children: the stop is bounded and runs to its end."""
+    with trading_launcher(make_config, tmp_path) as (proc, kids):
+        deadline = time.monotonic() + 60
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "the launcher did not exit"
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode in (0, 130), err
+    assert "Traceback" not in err and "interrupted" in out
+    assert_all_gone(kids.values())
+
+
 def test_a_crashed_child_stops_the_market_with_an_error(make_config, tmp_path):
     with trading_launcher(make_config, tmp_path) as (proc, kids):
         os.kill(kids["pyromarket.warehouse"], signal.SIGKILL)
