@@ -13,25 +13,38 @@ once this module (or pyromarket.rpc.register_errors()) has been imported.
 from __future__ import annotations
 
 from . import config, rpc
+from .errors import Unavailable
 
 __all__ = ["trader", "warehouse", "traders"]
 
 rpc.register_errors()
 
 
-def _ns_addr(config_path: str) -> str:
-    ns = config.load(config_path).nameserver
-    return f"{ns.host}:{ns.port}"
+def _proxy(name: str, config_path: str, timeout_s: float):
+    """A PYRONAME proxy to `name`, once the name server says it is registered; otherwise
+    Unavailable saying what is missing (no name server: is the market running?)."""
+    ns_cfg = config.load(config_path).nameserver
+    where = f"{ns_cfg.host}:{ns_cfg.port}"
+    try:
+        with rpc.nameserver(ns_cfg.host, ns_cfg.port) as ns, rpc.translated("name server list"):
+            registered = sorted(ns.list(prefix="market."))
+    except Unavailable:
+        raise Unavailable(f"no name server answers at {where} (from {config_path}); is the "
+                          f"market running? Start it with python -m pyromarket.start") from None
+    if name not in registered:
+        raise Unavailable(f"{name} is not registered at {where}; registered now: "
+                          f"{registered or 'nothing'}")
+    return rpc.proxy(f"PYRONAME:{name}@{where}", timeout_s)
 
 
 def warehouse(config_path: str = config.DEFAULT_PATH, timeout_s: float = 10.0):
     """A proxy to market.warehouse with a deadline on every call."""
-    return rpc.proxy(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{_ns_addr(config_path)}", timeout_s)
+    return _proxy(rpc.WAREHOUSE_NAME, config_path, timeout_s)
 
 
 def trader(n: int = 1, config_path: str = config.DEFAULT_PATH, timeout_s: float = 10.0):
     """A proxy to market.trader.<n> with a deadline on every call."""
-    return rpc.proxy(f"PYRONAME:{rpc.trader_name(n)}@{_ns_addr(config_path)}", timeout_s)
+    return _proxy(rpc.trader_name(n), config_path, timeout_s)
 
 
 def traders(config_path: str = config.DEFAULT_PATH) -> dict[int, str]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from pyromarket import rpc
-from pyromarket.errors import ConflictingRequest, InvalidRequest, MarketError, UnknownProduct
+from pyromarket.errors import (ConflictingRequest, InvalidRequest, MarketError, Unavailable,
+                               UnknownProduct)
 from pyromarket.orders import new_request_id
 from pyromarket.process import wait_until
 
@@ -181,6 +182,23 @@ def test_a_repl_on_pyro5_defaults_speaks_serpent_and_gets_named_errors(start_mar
         with pytest.raises(UnknownProduct):
             trader.lookup("gold")
         assert trader.buy("salt", 1, "repl-serpent-1")["replayed"] is True
+
+
+def test_the_repl_helpers_find_the_market_or_say_what_is_missing(start_market, tmp_path):
+    from pyromarket import repl
+    from tests.helpers import config_dict, free_ports, write_config
+    market = start_market(QUIET, 2)
+    with repl.trader(2, market.config_path, 5) as t, repl.warehouse(market.config_path, 5) as w:
+        assert t.buy("salt", 1, "repl-helper-1")["outcome"] == "shipped"
+        assert w.lookup("salt")["stock"] == t.lookup("salt")["stock"]
+    assert sorted(repl.traders(market.config_path)) == [1, 2]
+    with pytest.raises(Unavailable, match=r"market\.trader\.3 is not registered .*"
+                                          r"market\.trader\.1"):
+        repl.trader(3, market.config_path)
+    nowhere = write_config(tmp_path / "nowhere.yaml",      # fresh ports: no name server there
+                           config_dict(QUIET, 2, free_ports(4)))
+    with pytest.raises(Unavailable, match="no name server answers .* is the market running"):
+        repl.warehouse(nowhere)
 
 
 def _sell_until(market, acked: list, stop: threading.Event, errors: list) -> None:
