@@ -88,9 +88,15 @@ def scale_events(trader_stats) -> list[dict]:
     return [seen[k] for k in sorted(seen)]
 
 
+def _rate(per_s: float) -> str:
+    """One decimal, but two significant digits below 1/s: a quiet market's 2 goods in
+    60 s read 0.033/s, not 0.0/s."""
+    return f"{per_s:.1f}" if per_s >= 0.95 or per_s == 0 else f"{per_s:.2g}"
+
+
 def format_summary(s: dict) -> str:
     lines = [f"traded for {s['elapsed_s']:.1f} s",
-             f"goods shipped: {s['goods_shipped']} ({s['shipped_per_s']:.1f}/s); "
+             f"goods shipped: {s['goods_shipped']} ({_rate(s['shipped_per_s'])}/s); "
              f"goods stocked: {s['goods_stocked']}",
              f"warehouse orders per commit: {s['orders_per_commit']}"]
     for n, t in s["traders"].items():

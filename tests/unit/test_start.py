@@ -24,3 +24,10 @@ def test_a_broken_conservation_is_shouted():
     s = _summary(requests=1)
     s["conservation_ok"] = False
     assert "conservation per product: VIOLATED" in format_summary(s)
+
+
+def test_a_slow_rate_keeps_two_significant_digits():
+    lines = {r: format_summary({**_summary(requests=1), "shipped_per_s": r}).splitlines()[1]
+             for r in (2 / 60, 0.0, 12.345)}
+    assert lines[2 / 60] == "goods shipped: 3 (0.033/s); goods stocked: 0"
+    assert "(0.0/s)" in lines[0.0] and "(12.3/s)" in lines[12.345]
