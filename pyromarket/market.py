@@ -172,7 +172,7 @@ class Market:
         by design (their survivors take over), so callers can leave them out."""
         traders = {f"peer-{p}" for p in self.trader_peers}
         return [n for n, s in self.services.items() if s.proc and not s.running
-                and (include_traders or n not in traders)]
+                and not s.stopping and (include_traders or n not in traders)]
 
     # --- internals --------------------------------------------------------------------------
 

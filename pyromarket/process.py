@@ -93,6 +93,7 @@ class Service:
         self.name, self.argv, self.ready = name, list(argv), ready
         self.output_path, self.env = output_path, env
         self.proc: subprocess.Popen | None = None
+        self.stopping = False        # set once we stop it: its exit is then no crash
 
     @property
     def pid(self) -> int | None:
@@ -160,6 +161,7 @@ class Service:
         """SIGTERM the group, then SIGKILL after `grace_s`. Safe to call twice."""
         if self.proc is None:
             return None
+        self.stopping = True
         if self.running:
             self.signal(signal.SIGCONT)      # a stopped process cannot handle SIGTERM
             self.signal(signal.SIGTERM)
@@ -176,6 +178,7 @@ def stop_all(services: "list[Service]", grace_s: float = 5.0) -> None:
     """Stop several services at once: SIGTERM to all, one shared grace period, then
     SIGKILL to whatever is left."""
     for service in services:
+        service.stopping = True
         if service.running:
             service.signal(signal.SIGCONT)
             service.signal(signal.SIGTERM)

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS seed (             -- stock each product started with
 );
 """
 
+
 class DatabaseInUse(RuntimeError):
     """Another process holds the database: a second warehouse on the same file would serve
     from a stale in-memory view and could ship the same goods twice."""
@@ -90,21 +91,23 @@ class Store:
     def __init__(self, path: str, initial_stock: Mapping[str, int], synchronous: str = "FULL"):
         self.path = path
         self._lock_fd: int | None = lock_database(path)     # one warehouse per database file
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        except BaseException:
-            os.close(self._lock_fd)
-            raise
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()        # guards the mirror, not the database
         self._write = threading.Lock()       # one writer: apply(), join(), fence()
         self._local = threading.local()      # per-thread read connections
         self._readers: list[sqlite3.Connection] = []
-        self._seed(initial_stock)
-        self._mirror = self._load_mirror()
-        self._fenced = {e for (e,) in self._db.execute("SELECT epoch FROM fenced")}
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.executescript(_SCHEMA)
+            self._seed(initial_stock)
+            self._mirror = self._load_mirror()
+            self._fenced = {e for (e,) in self._db.execute("SELECT epoch FROM fenced")}
+        except BaseException:
+            if hasattr(self, "_db"):
+                self._db.close()
+            os.close(self._lock_fd)           # a store that failed to open holds nothing
+            raise
 
     # --- reads (any thread) ---------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -278,10 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         store = Store(wcfg.db_path, {p: wcfg.initial_stock.get(p, 0) for p in cfg.products},
                       wcfg.synchronous)
-    except DatabaseInUse as exc:
-        log(f"Warehouse cannot start: {exc}")
+    except (DatabaseInUse, sqlite3.DatabaseError) as exc:   # taken, or not an SQLite file
+        why = exc if isinstance(exc, DatabaseInUse) else f"{wcfg.db_path}: {exc}"
+        log(f"Warehouse cannot start: {why}")
         log.close()
-        raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(f"error: {why}") from None
     warehouse = Warehouse(store, cfg, log)
     server = runtime.serve(wcfg.host, wcfg.port)
     uri = server.register(warehouse, rpc.WAREHOUSE_NAME)

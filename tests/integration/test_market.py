@@ -194,6 +194,16 @@ def test_a_role_whose_port_is_taken_says_so_in_one_line(make_config, tmp_path, m
     assert "Traceback" not in done.stderr
 
 
+def test_a_corrupt_database_is_named_and_only_the_warehouse_is_blamed(make_config, tmp_path):
+    cfg, path = make_config(ROLES, 2)
+    Path(cfg.warehouse.db_path).write_bytes(b"not a database " * 100)
+    done = _run_launcher(path, "--duration", "1", "--run-dir", str(tmp_path / "cli"))
+    assert done.returncode == 1
+    assert f"error: {cfg.warehouse.db_path}: file is not a database" in done.stderr
+    assert "nameserver" not in done.stderr          # stopped by the launcher, not crashed
+    assert "Traceback" not in done.stderr
+
+
 def test_launcher_refuses_a_bad_config_naming_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path("conf/market.yaml").read_text().replace("count: 2", "count: 99"))

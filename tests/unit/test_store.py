@@ -149,6 +149,14 @@ def test_the_lock_dies_with_its_process_even_by_kill_9(tmp_path):
     os.close(lock_database(path))
 
 
+def test_a_file_that_is_not_a_database_is_refused_and_holds_no_lock(tmp_path):
+    path = tmp_path / "wh.sqlite3"
+    path.write_bytes(b"not a database " * 100)
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        Store(str(path), {"salt": 5})
+    os.close(lock_database(str(path)))                 # nothing kept the lock
+
+
 def test_state_and_ledger_survive_reopen(tmp_path):
     path = str(tmp_path / "wh.sqlite3")
     s = Store(path, {"salt": 5})
