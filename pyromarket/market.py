@@ -47,7 +47,7 @@ class Market:
     def start(self, timeout_s: float = 60.0) -> "Market":
         """Start the name server (unless one answers), the warehouse and every peer;
         return once the election is decided. On any failure, stop what started and re-raise."""
-        os.makedirs(self.run_dir, exist_ok=True)
+        _make_dir(self.run_dir, "the run's log folder (logs.dir or --run-dir)")
         rpc.configure(self.cfg.rpc.threadpool_size)
         try:
             self._ensure_nameserver()
@@ -223,11 +223,14 @@ class Market:
                   if port_in_use(p.host, p.port)]
         if taken:
             raise RuntimeError(f"already in use, by another market or program: {', '.join(taken)}")
-        os.makedirs(os.path.dirname(os.path.abspath(wh.db_path)), exist_ok=True)
+        _make_dir(os.path.dirname(os.path.abspath(wh.db_path)), "warehouse.db_path")
         try:
             os.close(lock_database(wh.db_path))     # free now; the warehouse takes it for good
         except DatabaseInUse as exc:
             raise RuntimeError(f"warehouse.db_path: {exc}") from None
+        except OSError as exc:
+            raise RuntimeError(f"warehouse.db_path: cannot open {wh.db_path}.lock "
+                               f"({exc.strerror})") from None
 
     def _clear_names(self) -> None:
         """Names left by an earlier run on a long-lived name server would mislead peers."""
@@ -265,6 +268,14 @@ class Market:
             return False
         self.trader_peers = set(traders)
         return True
+
+
+def _make_dir(path: str, key: str) -> None:
+    """The folder `path`, or a RuntimeError naming the config key it came from."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeError(f"{key}: cannot create the folder {path} ({exc.strerror})") from None
 
 
 def _paged(fetch, start: int = 0, page: int = 10_000, cursor=None) -> list:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pyromarket import rpc
 from pyromarket.process import Service, wait_until
@@ -201,6 +202,21 @@ def test_a_corrupt_database_is_named_and_only_the_warehouse_is_blamed(make_confi
     assert done.returncode == 1
     assert f"error: {cfg.warehouse.db_path}: file is not a database" in done.stderr
     assert "nameserver" not in done.stderr          # stopped by the launcher, not crashed
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("section,key,named", [("warehouse", "db_path", "warehouse.db_path"),
+                                               ("logs", "dir", "logs.dir")])
+def test_a_path_that_cannot_be_a_folder_is_named(make_config, tmp_path, section, key, named):
+    _cfg, path = make_config(ROLES, 2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file, so nothing can be made under it")
+    data = yaml.safe_load(Path(path).read_text())
+    data[section][key] = str(blocker / "sub" / ("w.sqlite3" if key == "db_path" else "logs"))
+    Path(path).write_text(yaml.safe_dump(data))
+    done = _run_launcher(path, "--duration", "1")
+    assert done.returncode == 1
+    assert named in done.stderr and "Not a directory" in done.stderr
     assert "Traceback" not in done.stderr
 
 
