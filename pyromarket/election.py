@@ -42,7 +42,8 @@ _SHAPES = {
 def check_message(msg: object) -> dict:
     """Return `msg` if it is a well-formed election message, else raise ValueError.
     Messages arrive from the network, so the state machine never sees a bad one."""
-    if not isinstance(msg, dict) or msg.get("type") not in _SHAPES:
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str) \
+            or msg["type"] not in _SHAPES:
         raise ValueError("not an election message")
     shape = _SHAPES[msg["type"]]
     if set(msg) != set(shape):

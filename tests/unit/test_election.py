@@ -138,7 +138,8 @@ def test_unknown_message_type_is_refused():
 
 
 @pytest.mark.parametrize("bad", [
-    "election", {"type": "hello"}, {"type": "election", "round": 0, "initiator": 1},
+    "election", {"type": "hello"}, {"type": ["election"]}, {"type": {}},
+    {"type": "election", "round": 0, "initiator": 1},
     {"type": "election", "round": "0", "initiator": 1, "alive": [1]},
     {"type": "election", "round": 0, "initiator": True, "alive": [1]},
     {"type": "election", "round": 0, "initiator": 1, "alive": ["x"]},
