@@ -198,17 +198,18 @@ class Trader:
 
     def _handle(self, kind: str, product: Any, qty: Any, request_id: Any, client: Any,
                 attempt: Any) -> dict:
-        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
-            raise InvalidRequest(f"attempt must be a positive int, got {shown(attempt)}")
         if self.retired.is_set():
             raise NotATrader(f"{self._host} no longer serves as Trader {self.index}; "
                              f"ask another trader")
-        who = _client_label(client)
-        rid = new_request_id(f"t{self.index}") if request_id is None else request_id
+        who = "a client"
         try:
+            who = _client_label(client)
+            if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+                raise InvalidRequest(f"attempt must be a positive int, got {shown(attempt)}")
+            rid = new_request_id(f"t{self.index}") if request_id is None else request_id
             order = check(kind, product, qty, rid, products=self._products,
                           max_qty=self._max_qty, origin=f"trader {self.index}", epoch=self.epoch)
-        except MarketError as exc:
+        except MarketError as exc:                 # every refusal is counted and logged
             self._count(requests=1, refused=1)
             self._log(f"{self._name} refused a {kind} request from {who}: {exc}")
             raise

@@ -129,6 +129,10 @@ def test_text_no_log_can_hold_is_refused_and_the_logs_go_on(start_market):
                      ("salt", 1, None, "buyer 1\n24.11.2026 00:00:00.00 forged")):
             with pytest.raises(InvalidRequest, match="printable"):
                 t.buy(*args)
+        with pytest.raises(InvalidRequest, match="attempt"):
+            t.buy("salt", 1, None, None, 0)
+        stats = t.stats()                               # each refusal is counted, whatever
+        assert (stats["requests"], stats["refused"]) == (5, 5)      # argument was bad
         assert w.inventory() == before
         assert t.buy("salt", 1, "after-the-bad-ones", "buyer 7")["outcome"] == "shipped"
     log = Path(market.run_dir) / "trader-1.txt"
