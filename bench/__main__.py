@@ -10,13 +10,14 @@ folder, which `python -m writeup` turns into the report. `--quick` is a smoke ru
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
 from bench import (autoscale, cache, core, durability, failover, harness, ratio, staleness,
                    sweep)
-from pyromarket import config
+from pyromarket import config, process
 
 EXPERIMENTS = {"core": core, "cache": cache, "sweep": sweep, "ratio": ratio,
                "staleness": staleness, "durability": durability, "failover": failover,
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             EXPERIMENTS[args.experiment].run(args)
             return 0
         return run_all(args)
-    except KeyboardInterrupt:      # each experiment stops its processes in a `finally`
+    except KeyboardInterrupt:      # each experiment stops its processes in a `finally`...
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # ...bounded, so let the rest finish
+        process.stop_leftovers()                        # what a second Ctrl-C cut short
         print("\nbench: interrupted; every process it started is stopped, and the experiment "
               "that was running wrote no results", file=sys.stderr)
         return 130

@@ -22,7 +22,7 @@ import time
 from typing import Callable, Sequence
 
 __all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "port_in_use",
-           "stop_all", "free_ports", "alive", "stop_pids"]
+           "stop_all", "stop_leftovers", "free_ports", "alive", "stop_pids"]
 
 _LIVE: "set[Service]" = set()
 
@@ -221,5 +221,6 @@ def stop_pids(pids: "list[int]", grace_s: float = 5.0) -> None:
 
 
 @atexit.register
-def _stop_leftovers() -> None:
+def stop_leftovers() -> None:
+    """Stop every Service of this process still running (also run at exit)."""
     stop_all(list(_LIVE), grace_s=2.0)
