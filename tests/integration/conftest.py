@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
 
@@ -22,6 +24,23 @@ def group_alive(pgid: int) -> bool:
             except ProcessLookupError:
                 pass
     return False
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """A Popen preexec_fn: SIGINT at its default, as in a terminal. A shell without job
+    control starts background jobs with SIGINT ignored, which would otherwise reach the
+    child through pytest, and then Python installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def hold_ctrl_c(proc, within_s: float = 60.0) -> None:
+    """Ctrl-C held down: SIGINT every 50 ms until `proc` exits (so some land while it
+    stops its children); fails if it has not exited within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, f"pid {proc.pid} did not exit on Ctrl-C"
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
 
 
 def assert_all_gone(pids) -> None:

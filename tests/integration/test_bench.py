@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from pyromarket.process import wait_until
-from tests.integration.conftest import assert_all_gone
+from tests.integration.conftest import assert_all_gone, ctrl_c_as_in_a_terminal, hold_ctrl_c
 
 
 def _quick(tmp_path, experiment: str):
@@ -77,17 +76,13 @@ def test_ctrl_c_held_down_stops_every_process_and_says_so(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "bench", "core", "--quick", "--out",
                                  str(tmp_path)], stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         wait_until(lambda: " 1/8 " in err_path.read_text(), 120, "the first measurement")
         with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
             kids = [int(k) for k in fh.read().split()]
         assert len(kids) >= 4                      # two chains, at least
-        deadline = time.monotonic() + 60
-        while proc.poll() is None:
-            assert time.monotonic() < deadline, "bench did not exit"
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.05)
+        hold_ctrl_c(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

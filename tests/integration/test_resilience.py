@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from pyromarket.process import wait_until
-from tests.integration.conftest import assert_all_gone
+from tests.integration.conftest import assert_all_gone, ctrl_c_as_in_a_terminal, hold_ctrl_c
 
 ROLES = ["buyer", "buyer", "seller", "buyer", "seller"]
 
@@ -70,13 +70,6 @@ def _wait_trading(proc, deadline_s=60) -> str:
     return seen
 
 
-def _ctrl_c_as_in_a_terminal() -> None:
-    """SIGINT at its default, as in a terminal. A shell without job control starts
-    background jobs with SIGINT ignored, which would otherwise reach the launcher through
-    pytest, and then Python installs no KeyboardInterrupt handler and Ctrl-C does nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @contextlib.contextmanager
 def trading_launcher(make_config, tmp_path):
     """A launcher run as a user would, once it is trading: yields (process, children)."""
@@ -84,7 +77,7 @@ def trading_launcher(make_config, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "pyromarket.start", "--config", path,
                              "--run-dir", str(tmp_path / "run")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_ctrl_c_as_in_a_terminal)
+                            preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         _wait_trading(proc)
         yield proc, _children(proc.pid)
@@ -112,11 +105,7 @@ def test_ctrl_c_held_down_still_stops_every_child_without_a_traceback(make_confi
     """SIGINT every 50 ms until the launcher exits, so some land while it stops its
     children: the stop is bounded and runs to its end."""
     with trading_launcher(make_config, tmp_path) as (proc, kids):
-        deadline = time.monotonic() + 60
-        while proc.poll() is None:
-            assert time.monotonic() < deadline, "the launcher did not exit"
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.05)
+        hold_ctrl_c(proc)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode in (0, 130), err
     assert "Traceback" not in err and "interrupted" in out
