@@ -33,6 +33,9 @@ ROLES = ("buyer", "seller")
 MODES = ("sync", "cached")
 SYNC_LEVELS = ("FULL", "NORMAL")
 LAUNCHERS = ("local", "ec2")
+# A trader's connections to the warehouse: its batch link and a pool of four for the
+# rest (trader.WarehouseLink). Each holds one of the warehouse's rpc.threadpool_size workers.
+WAREHOUSE_CONNECTIONS_PER_TRADER = 5
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,10 @@ def _validate_numbers(cfg: MarketConfig) -> None:
         ("rpc.retry_backoff_s", cfg.rpc.retry_backoff_s > 0, "must be > 0"),
         ("rpc.threadpool_size", cfg.rpc.threadpool_size >= len(cfg.peers) + 4,
          "must be at least the number of peers + 4: every connected proxy holds a worker"),
+        ("rpc.threadpool_size", cfg.rpc.threadpool_size >= _warehouse_connections(cfg),
+         f"must be at least {_warehouse_connections(cfg)} for the warehouse: "
+         f"{WAREHOUSE_CONNECTIONS_PER_TRADER} connections per live trader "
+         f"({_live_traders(cfg)}, see autoscale.max_traders) + 4"),
         ("election.startup_timeout_s", cfg.election.startup_timeout_s > 0, "must be > 0"),
         ("election.message_timeout_s", cfg.election.message_timeout_s > 0, "must be > 0"),
         *_autoscale_checks(cfg),
@@ -274,6 +281,17 @@ def _validate_numbers(cfg: MarketConfig) -> None:
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{key}: {why}")
+
+
+def _live_traders(cfg: MarketConfig) -> int:
+    """The most traders that can be live at once."""
+    return cfg.autoscale.max_traders if cfg.autoscale.enabled else cfg.traders.count
+
+
+def _warehouse_connections(cfg: MarketConfig) -> int:
+    """The connections the warehouse must accept: every live trader's, and 4 for the
+    launcher, a REPL and the like."""
+    return WAREHOUSE_CONNECTIONS_PER_TRADER * _live_traders(cfg) + 4
 
 
 def _autoscale_checks(cfg: MarketConfig) -> list[tuple[str, bool, str]]:

@@ -4,7 +4,10 @@ Everything else in the package talks to Pyro5 only through this module, so the r
 that bite live in one place:
   * every proxy gets a deadline (`_pyroTimeout`); Pyro5's default of 0 waits forever;
   * Pyro5 never retries (MAX_RETRIES=0): callers retry themselves with the same request_id;
-  * a proxy belongs to one thread (`ThreadLocalProxy` gives each thread its own);
+  * a proxy belongs to one thread: `ProxyPool` lends a few to many threads, each borrower
+    claiming the one it holds, and `ThreadLocalProxy` gives each thread its own;
+  * a server's worker pool caps its connections, so a process that serves many threads
+    holds a bounded number of connections to another server (`ProxyPool`);
   * the name server is always addressed by host and port, never by broadcast;
   * Pyro5's communication errors become `Unavailable` here and nowhere else;
   * exposed methods never leak foreign exceptions (`remote`), and the market's own
@@ -21,6 +24,8 @@ import functools
 import inspect
 import logging
 import threading
+import time
+import weakref
 from typing import Any, Callable, Iterator
 
 import Pyro5.api
@@ -32,7 +37,8 @@ from . import errors
 from .errors import InvalidRequest, MarketError, Unavailable
 
 __all__ = [
-    "configure", "register_errors", "expose", "release", "remote", "proxy", "ThreadLocalProxy",
+    "configure", "register_errors", "expose", "release", "remote", "proxy", "ProxyPool",
+    "ThreadLocalProxy",
     "Server", "PortInUse", "nameserver",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
@@ -142,13 +148,91 @@ def proxy(uri: str, timeout_s: float) -> Pyro5.api.Proxy:
     return p
 
 
+class ProxyPool:
+    """At most `size` proxies to one URI, each lent to one thread at a time (the borrower
+    claims it: Pyro5's ownership rule). However many threads call through it, a process
+    holds at most `size` connections to that server, whose worker pool caps the
+    connections it accepts. A thread that finds every proxy lent waits for one, at most
+    `timeout_s`; a proxy whose call failed in transport is closed, not lent again."""
+
+    def __init__(self, uri: str, timeout_s: float, size: int):
+        if size < 1:
+            raise ValueError("a ProxyPool needs size >= 1")
+        self.uri, self.timeout_s, self.size = uri, timeout_s, size
+        self._idle: list[Pyro5.api.Proxy] = []
+        self._lent = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def borrowed(self) -> Iterator[Pyro5.api.Proxy]:
+        """A proxy owned by this thread until the block ends."""
+        p = self._take()
+        try:
+            yield p
+        except (Unavailable, CommunicationError):
+            self._give_back(p, broken=True)
+            raise
+        except BaseException:
+            self._give_back(p, broken=False)
+            raise
+        self._give_back(p, broken=False)
+
+    def connections(self) -> int:
+        """Proxies made and not yet closed (lent or idle)."""
+        with self._cond:
+            return self._lent + len(self._idle)
+
+    def close(self) -> None:
+        """Close the idle proxies now, and each lent one when it comes back."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for p in idle:
+            release(p)
+
+    def _take(self) -> Pyro5.api.Proxy:
+        deadline = time.monotonic() + self.timeout_s
+        with self._cond:
+            while not self._closed and not self._idle and self._lent >= self.size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Unavailable(f"{self.uri}: all {self.size} connections busy for "
+                                      f"{self.timeout_s:.1f} s")
+                self._cond.wait(left)
+            if self._closed:
+                raise Unavailable(f"{self.uri}: connections closed (shutting down)")
+            self._lent += 1
+            p = self._idle.pop() if self._idle else None
+        if p is None:
+            p = proxy(self.uri, self.timeout_s)
+        p._pyroClaimOwnership()
+        return p
+
+    def _give_back(self, p: Pyro5.api.Proxy, broken: bool) -> None:
+        with self._cond:
+            self._lent -= 1
+            keep = not broken and not self._closed
+            if keep:
+                self._idle.append(p)
+            self._cond.notify()
+        if not keep:
+            release(p)
+
+
 class ThreadLocalProxy:
-    """One proxy per calling thread, all to the same URI (Pyro5's ownership rule)."""
+    """One proxy per calling thread, all to the same URI (Pyro5's ownership rule). A
+    thread's proxy closes when the thread ends, as Pyro5's worker threads do when idle
+    ones are plentiful; the connections it holds are at most one per live thread that
+    called. (The bench's chain uses it: its middle calls from every thread at once.)"""
 
     def __init__(self, uri: str, timeout_s: float):
         self.uri, self.timeout_s = uri, timeout_s
         self._local = threading.local()
-        self._all: list[Pyro5.api.Proxy] = []
+        # by id: proxies to one URI compare equal, so a set would keep only one of them
+        self._all: weakref.WeakValueDictionary[int, Pyro5.api.Proxy] = \
+            weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
     def get(self) -> Pyro5.api.Proxy:
@@ -156,7 +240,7 @@ class ThreadLocalProxy:
         if p is None:
             p = self._local.proxy = proxy(self.uri, self.timeout_s)
             with self._lock:
-                self._all.append(p)
+                self._all[id(p)] = p
         return p
 
     def reset(self) -> None:
@@ -166,9 +250,10 @@ class ThreadLocalProxy:
 
     def close(self) -> None:
         with self._lock:
-            for p in self._all:
-                release(p)
+            proxies = list(self._all.values())
             self._all.clear()
+        for p in proxies:
+            release(p)
 
 
 def nameserver(host: str, port: int, timeout_s: float = 2.0) -> Pyro5.api.Proxy:
@@ -236,6 +321,11 @@ class Server:
     def register(self, obj: Any, object_id: str) -> str:
         """Serve `obj` under `object_id`; return its PYRO: URI."""
         return str(self.daemon.register(obj, objectId=object_id, force=True))
+
+    def connections(self) -> int:
+        """Connections open now: each holds one of the worker pool's threads."""
+        pool = getattr(self.daemon.transportServer, "pool", None)
+        return len(pool.busy) if pool is not None else 0
 
     def start(self) -> "Server":
         """Start answering calls on the daemon's thread."""

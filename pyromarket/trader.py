@@ -36,11 +36,15 @@ class WarehouseLink:
     batching.Pump: made by the pump's thread under load, by the submitting thread when
     the link is idle). The batches share one proxy, which the running batch's thread
     claims (Pyro5's ownership rule), so a trader holds one warehouse connection for its
-    orders however many peers it serves; its other calls use a proxy per thread."""
+    orders however many peers it serves. Its other calls (lookups, revalidations and the
+    failover's join and fence) borrow from a pool of a few more, so a trader holds at
+    most `config.WAREHOUSE_CONNECTIONS_PER_TRADER` connections to the warehouse, whose
+    worker pool caps the connections it accepts, however many threads call it."""
 
     def __init__(self, uri: str, timeout_s: float, batch_max: int = 256):
         self.uri, self.timeout_s = uri, timeout_s
-        self._proxies = rpc.ThreadLocalProxy(uri, timeout_s)   # one per calling thread
+        self._proxies = rpc.ProxyPool(uri, timeout_s,
+                                      size=config.WAREHOUSE_CONNECTIONS_PER_TRADER - 1)
         # written by the one running batch only (batching.Pump runs one at a time)
         self._batch_proxy = None
         self.calls, self._orders, self._call_s = 0, 0, 0.0
@@ -53,9 +57,10 @@ class WarehouseLink:
         return self._pump.submit(order, timeout_s)
 
     def stats(self) -> dict:
-        """Warehouse calls made, orders per call and a call's mean time, for `stats()`."""
+        """Warehouse calls made, orders per call, a call's mean time and the connections
+        held now, for `stats()`."""
         calls = self.calls
-        return {"warehouse_calls": calls,
+        return {"warehouse_calls": calls, "warehouse_connections": self.connections(),
                 "orders_per_warehouse_call": round(self._orders / calls, 2) if calls else 0.0,
                 "warehouse_call_ms": round(1000 * self._call_s / calls, 3) if calls else 0.0}
 
@@ -74,13 +79,13 @@ class WarehouseLink:
     def revalidate(self, versions: dict) -> dict[str, tuple[int, int]]:
         return {p: (s, v) for p, (s, v) in self._call("revalidate", dict(versions)).items()}
 
+    def connections(self) -> int:
+        """Connections to the warehouse this link holds now."""
+        return self._proxies.connections() + (self._batch_proxy is not None)
+
     def _call(self, method: str, *args):
-        try:
-            with rpc.translated(f"warehouse {method}"):
-                return getattr(self._proxies.get(), method)(*args)
-        except Unavailable:
-            self._proxies.reset()
-            raise
+        with self._proxies.borrowed() as p, rpc.translated(f"warehouse {method}"):
+            return getattr(p, method)(*args)
 
     def close(self) -> None:
         self._pump.close()

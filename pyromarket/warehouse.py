@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import config, rpc, runtime
 from .batching import Batcher
@@ -34,8 +34,10 @@ MAX_BATCH_ORDERS = 10_000
 class Warehouse:
     """The remote surface: apply (for traders), buy/sell/lookup/inventory/stats (for people)."""
 
-    def __init__(self, store: Store, cfg: config.MarketConfig, log: EventLog):
+    def __init__(self, store: Store, cfg: config.MarketConfig, log: EventLog,
+                 connections: Callable[[], int] = lambda: 0):
         self._store, self._log = store, log
+        self._connections = connections      # how many are open now (the server knows)
         self._products = frozenset(store.products())
         self._max_qty = cfg.max_quantity
         self._timeout_s = cfg.rpc.warehouse_timeout_s
@@ -127,7 +129,8 @@ class Warehouse:
     def stats(self) -> dict:
         """Counters since start (orders, batches, outcomes and their units, replays, refusals,
         revalidations, fenced writes), orders per commit, a commit's and an `apply` call's
-        mean time, the uptime and the ledger's last sequence number."""
+        mean time, the uptime, the ledger's last sequence number, and the connections open
+        now (each holds one of rpc.threadpool_size workers)."""
         with self._stats_lock:
             counts = dict(self._stats)
         batches, calls = counts.get("batches", 0), counts.get("apply_calls", 0)
@@ -136,7 +139,7 @@ class Warehouse:
                 "commit_ms": round(1000 * self._commit_s / batches, 3) if batches else 0.0,
                 "apply_ms": round(1000 * self._apply_s / calls, 3) if calls else 0.0,
                 "uptime_s": round(time.time() - self._started, 3),
-                "last_seq": self._store.last_seq()}
+                "last_seq": self._store.last_seq(), "connections": self._connections()}
 
     @rpc.remote
     def ledger(self, since_seq: int = 0, limit: int = 10_000) -> list[dict]:
@@ -284,8 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"Warehouse cannot start: {why}")
         log.close()
         raise SystemExit(f"error: {why}") from None
-    warehouse = Warehouse(store, cfg, log)
     server = runtime.serve(wcfg.host, wcfg.port)
+    warehouse = Warehouse(store, cfg, log, connections=server.connections)
     uri = server.register(warehouse, rpc.WAREHOUSE_NAME)
     server.start()
     ns = runtime.connect_ns(cfg, stop=stop)

@@ -1,4 +1,5 @@
-"""Requests survive an unresponsive trader; the launcher stops cleanly on Ctrl-C and on a crash."""
+"""Requests survive an unresponsive trader; connections stay bounded under churn; the
+launcher stops cleanly on Ctrl-C and on a crash."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from pyromarket import config, rpc
 from pyromarket.process import wait_until
 from tests.integration.conftest import assert_all_gone, ctrl_c_as_in_a_terminal, hold_ctrl_c
 
@@ -87,6 +90,39 @@ def trading_launcher(make_config, tmp_path):
             proc.wait(10)
         for pipe in (proc.stdout, proc.stderr):      # open still if the test failed early
             pipe.close()
+
+
+def test_clients_that_come_and_go_leave_few_warehouse_connections(start_market):
+    """Bursts of 30 clients, each on its own connection, ask a trader for lookups, which
+    it forwards to the warehouse. Pyro5 ends the trader's extra worker threads after each
+    burst; each used to leave its own warehouse connection open, until the warehouse's
+    worker pool was full and it refused every new connection ("no free workers")."""
+    market = start_market(["buyer", "seller"], 2)          # quiet: both peers are traders
+    uri, product = market.traders()[1], market.cfg.products[0]
+    failures: list[BaseException] = []
+
+    def client(start: threading.Barrier):
+        try:
+            with rpc.proxy(uri, 10.0) as t:
+                t._pyroBind()
+                start.wait(10.0)                 # all 30 connected at once
+                assert t.lookup(product)["product"] == product
+        except BaseException as exc:            # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    for _burst in range(3):
+        start = threading.Barrier(30)
+        threads = [threading.Thread(target=client, args=(start,)) for _ in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30.0)
+        assert not failures, failures[:3]
+    with market.trader(1) as t:
+        held = t.stats()["warehouse_connections"]
+    assert 1 <= held <= config.WAREHOUSE_CONNECTIONS_PER_TRADER
+    with market.warehouse() as w:                # counts this connection too
+        assert w.stats()["connections"] <= 2 * config.WAREHOUSE_CONNECTIONS_PER_TRADER + 1
 
 
 def test_ctrl_c_prints_a_summary_and_stops_every_child(make_config, tmp_path):

@@ -138,6 +138,16 @@ def test_threadpool_must_fit_every_peer():
     _fails(config_dict(ROLES, rpc={"threadpool_size": 4}), r"rpc\.threadpool_size")
 
 
+def test_threadpool_must_fit_the_warehouse_connections_of_every_trader_that_can_live():
+    # 5 connections per trader + 4; with autoscaling, up to max_traders of them
+    config.from_dict(config_dict(ROLES, 2, rpc={"threadpool_size": 14}))
+    _fails(config_dict(ROLES, 2, rpc={"threadpool_size": 13}),
+           r"rpc\.threadpool_size: must be at least 14 for the warehouse")
+    scaling = {"enabled": True, "max_traders": 8}
+    _fails(config_dict(ROLES, 2, rpc={"threadpool_size": 40}, autoscale=scaling),
+           r"rpc\.threadpool_size: must be at least 44 .*\(8, see autoscale\.max_traders\)")
+
+
 def test_malformed_yaml_file_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("peers: [unclosed\n")
