@@ -4,36 +4,44 @@ The ledger records the stock after every operation with a timestamp, and every p
 shares this machine's clock, so the stock at any instant is known exactly. A trader's
 local denial of a buy is an *actual* under-sell only if the warehouse held at least the
 quantity asked for at that instant; this module decides that, with no estimate.
+
+It streams: the ledger in sequence order and the denials in time order are walked
+together, once, so an audit of a long run holds one page of each, not the run.
 """
 
 from __future__ import annotations
 
-import bisect
+import heapq
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["StockTimeline", "actual_undersells", "rates"]
+__all__ = ["undersells", "in_time_order", "rates"]
 
 
-class StockTimeline:
-    """The stock of every product as a step function of time."""
+def undersells(seed: Mapping[str, int], ledger_rows: Iterable[Mapping],
+               denials: Iterable[Sequence]) -> tuple[int, int]:
+    """(denials, actual under-sells): how many (time, product, qty) denials there were,
+    and how many came while the warehouse could have filled them.
 
-    def __init__(self, seed: Mapping[str, int], ledger_rows: Iterable[Mapping]):
-        self._times: dict[str, list[float]] = {p: [] for p in seed}
-        self._stocks: dict[str, list[int]] = {p: [] for p in seed}
-        self._seed = dict(seed)
-        for row in sorted(ledger_rows, key=lambda r: r["seq"]):
-            self._times.setdefault(row["product"], []).append(row["ts"])
-            self._stocks.setdefault(row["product"], []).append(row["stock_after"])
+    `ledger_rows` in sequence order (their timestamps never decrease: the warehouse
+    commits one batch at a time) and `denials` in time order; the stock at a denial's
+    instant is the seed changed by every row stamped at or before it."""
+    stock = dict(seed)
+    rows = iter(ledger_rows)
+    row = next(rows, None)
+    count = under = 0
+    for t, product, qty in denials:
+        count += 1
+        while row is not None and row["ts"] <= t:
+            stock[row["product"]] = row["stock_after"]
+            row = next(rows, None)
+        if stock.get(product, 0) >= qty:
+            under += 1
+    return count, under
 
-    def at(self, product: str, t: float) -> int:
-        """The committed stock of `product` at time t (after every op stamped <= t)."""
-        i = bisect.bisect_right(self._times.get(product, []), t)
-        return self._stocks[product][i - 1] if i else self._seed.get(product, 0)
 
-
-def actual_undersells(denials: Iterable[Sequence], timeline: StockTimeline) -> int:
-    """How many (time, product, qty) denials came while the warehouse could have filled them."""
-    return sum(1 for t, product, qty in denials if timeline.at(product, t) >= qty)
+def in_time_order(*streams: Iterable[Sequence]) -> Iterable[Sequence]:
+    """Several traders' denials, each stream already in time order, as one stream."""
+    return heapq.merge(*streams, key=lambda d: d[0])
 
 
 def rates(buy_requests: int, oversells: int, undersells: int) -> dict:

@@ -26,6 +26,7 @@ from collections import Counter
 from typing import Callable
 
 from .cache import Fetch, InventoryCache
+from .denials import DenialFile
 from .orders import Order
 from .store import UNAVAILABLE
 
@@ -57,22 +58,26 @@ class SyncInventory:
     def snapshot(self) -> dict:
         return dict(self.stats)
 
+    def close(self) -> None:
+        pass
+
 
 class CachedInventory:
     """Cached: a buy is decided against a TTL cache of the warehouse's stock and
     versions first (see the module docstring); sells and retries always go to the warehouse.
-    `stats` counts local denials, forwarded buys and over-sells; `denials` keeps each local
-    denial's wall time so an audit can tell a real under-sell from a correct denial."""
+    `stats` counts local denials, forwarded buys and over-sells; `denials` (a
+    denials.DenialFile) keeps each local denial's wall time, so an audit can tell a real
+    under-sell from a correct denial."""
     mode = "cached"
 
     def __init__(self, forward: Forward, fetch: Fetch, cache: InventoryCache,
-                 reserve_on_forward: bool, timeout_s: float,
+                 reserve_on_forward: bool, timeout_s: float, denials: DenialFile,
                  wall_clock: Callable[[], float] = time.time):
         self._forward, self._fetch, self.cache = forward, fetch, cache
         self._reserve, self._timeout_s, self._wall = reserve_on_forward, timeout_s, wall_clock
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self.denials: list[tuple[float, str, int]] = []     # (wall time, product, qty)
+        self._denials = denials
 
     def buy(self, order: Order) -> dict:
         entry = self.cache.fresh(order.product, self._fetch, self._timeout_s)
@@ -111,15 +116,18 @@ class CachedInventory:
                 "revalidations": cs.get("revalidations", 0),
                 "revalidations_unchanged": cs.get("revalidations_unchanged", 0)}
 
+    def close(self) -> None:
+        self._denials.close()
+
     def denials_since(self, index: int, limit: int) -> list[tuple[float, str, int]]:
-        """Local denials from index `index` on, at most `limit` of them."""
-        with self._lock:
-            return self.denials[index:index + limit]
+        """Local denials (wall time, product, qty) from number `index` on, at most `limit`
+        of them, oldest first."""
+        return self._denials.read(index, limit)
 
     def _deny(self, order: Order, entry) -> dict:
         with self._lock:
-            self.stats["local_denials"] += 1
-            self.denials.append((self._wall(), order.product, order.qty))
+            self.stats["local_denials"] += 1      # stamped under the lock: in time order
+            self._denials.append(self._wall(), order.product, order.qty)
         return {"outcome": UNAVAILABLE, "product": order.product, "qty": order.qty,
                 "request_id": order.request_id, "stock": entry.stock, "version": entry.version,
                 "replayed": False, "local": True}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 from . import audit, config, rpc
 from .errors import Unavailable
@@ -142,29 +142,36 @@ class Market:
                     out[p.id] = proxy.status()
         return out
 
-    def trader_reports(self) -> dict[int, dict]:
-        """{n: {"stats", "denials"}} from every registered trader that answers."""
-        reports = {}
+    def trader_stats(self) -> dict[int, dict]:
+        """{n: stats()} of every registered trader that answers."""
+        out = {}
         for n, uri in sorted(self.traders().items()):
             with contextlib.suppress(Unavailable), rpc.translated(f"trader {n}"), \
                     rpc.proxy(uri, 10.0) as t:
-                reports[n] = {"stats": t.stats(), "denials": _paged(t.denials)}
-        return reports
+                out[n] = t.stats()
+        return out
 
-    def accuracy(self, reports: dict[int, dict] | None = None) -> dict:
+    def accuracy(self, stats: dict[int, dict] | None = None) -> dict:
         """Over-sells and *actual* under-sells since start(), each as % of buy requests.
-        Under-sells are decided against the ledger's stock at each denial's instant.
-        `reports` (from trader_reports) saves asking the traders again."""
-        reports = self.trader_reports() if reports is None else reports
-        stats = {n: r["stats"] for n, r in reports.items()}
-        denials = [d for r in reports.values() for d in r["denials"]]
-        with rpc.translated("warehouse"), self.warehouse() as w:
-            rows = _paged(w.ledger, start=self.baseline["last_seq"], cursor=lambda r: r["seq"])
+        Under-sells are decided against the ledger's stock at each denial's instant, in
+        one pass over both (audit.undersells), a page at a time: a long run's audit holds
+        no more than a page of each. `stats` (from trader_stats) saves asking again; the
+        denials come from the same traders."""
+        stats = self.trader_stats() if stats is None else stats
         seed = {p: e["stock"] for p, e in self.baseline["inventory"].items()}
-        under = audit.actual_undersells(denials, audit.StockTimeline(seed, rows))
+        uris = self.traders()
+        if set(stats) - set(uris):
+            raise Unavailable(f"traders {sorted(set(stats) - set(uris))} left before the "
+                              f"audit could read their denials")
+        with contextlib.ExitStack() as stack, rpc.translated("audit"):
+            streams = [_pages(stack.enter_context(rpc.proxy(uris[n], 10.0)).denials)
+                       for n in sorted(stats)]
+            w = stack.enter_context(self.warehouse())
+            rows = _pages(w.ledger, start=self.baseline["last_seq"], cursor=lambda r: r["seq"])
+            denied, under = audit.undersells(seed, rows, audit.in_time_order(*streams))
         out = audit.rates(sum(s["buys"] for s in stats.values()),
                           sum(s["oversells"] for s in stats.values()), under)
-        out["local_denials"] = len(denials)
+        out["local_denials"] = denied
         return out
 
     def crashed(self, include_traders: bool = True) -> list[str]:
@@ -278,13 +285,13 @@ def _make_dir(path: str, key: str) -> None:
         raise RuntimeError(f"{key}: cannot create the folder {path} ({exc.strerror})") from None
 
 
-def _paged(fetch, start: int = 0, page: int = 10_000, cursor=None) -> list:
-    """Every item of a paginated remote listing. `cursor(item)` gives the next start
-    (ledger seq numbers); without it the start is a plain index."""
-    items: list = []
+def _pages(fetch, start: int = 0, page: int = 10_000, cursor=None) -> Iterator:
+    """Every item of a paginated remote listing, fetched a page at a time as it is
+    consumed. `cursor(item)` gives the next start (ledger seq numbers); without it the
+    start is a plain index."""
     while True:
         chunk = fetch(start, page)
-        items += chunk
+        yield from chunk
         if len(chunk) < page:
-            return items
+            return
         start = cursor(chunk[-1]) if cursor else start + len(chunk)

@@ -50,7 +50,8 @@ class TradingPost:
         self.link = WarehouseLink(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{ns_addr}",
                                   self.cfg.rpc.warehouse_timeout_s, self.cfg.warehouse.batch_max)
         epoch = self._join()
-        self.trader = Trader(self.index, self.peer_id, self.cfg, self.link, self.log, epoch)
+        self.trader = Trader(self.index, self.peer_id, self.cfg, self.link, self.log,
+                             self.run_dir, epoch)
         self.uri = self.server.register(self.trader, TRADER_OBJECT)
         return self.uri
 
@@ -82,7 +83,7 @@ class TradingPost:
 
     def close(self) -> None:
         """Unregister the name (if it still points here), then close the launcher, the
-        warehouse link and the event log. The heartbeat thread ends with the `stop` event."""
+        warehouse link, the trader and the event log. The heartbeat thread ends with the `stop` event."""
         if self._ns is not None and self.uri is not None:
             with contextlib.suppress(MarketError, rpc.CommunicationError):
                 rpc.remove_name_if(self._ns, rpc.trader_name(self.index), self.uri)
@@ -91,6 +92,8 @@ class TradingPost:
             self._launcher.close()
         if self.link is not None:
             self.link.close()
+        if self.trader is not None:
+            self.trader.close()
         self.log.close()
 
     def _join(self) -> int:

@@ -68,11 +68,10 @@ def summarize(market: Market, before: dict, elapsed_s: float) -> dict:
     """Figures for the trading window: what the warehouse shipped and each trader served."""
     with rpc.translated("warehouse"), market.warehouse() as w:
         after, audit = w.stats(), w.audit()
-    reports = market.trader_reports()
-    traders = {n: r["stats"] for n, r in reports.items()}
+    traders = market.trader_stats()
     shipped = after["shipped_units"] - before["shipped_units"]
     return {"elapsed_s": elapsed_s, "goods_shipped": shipped,
-            "accuracy": market.accuracy(reports),
+            "accuracy": market.accuracy(traders),
             "mode": market.cfg.traders.mode,
             "shipped_per_s": shipped / elapsed_s if elapsed_s > 0 else 0.0,
             "goods_stocked": after["stocked_units"] - before["stocked_units"],

@@ -22,6 +22,7 @@ from . import config, rpc, runtime
 from .autoscale import LoadWindow
 from .batching import Pump
 from .cache import InventoryCache
+from .denials import DenialFile
 from .errors import FencedOut, InvalidRequest, MarketError, NotATrader, Unavailable, from_wire
 from .eventlog import EventLog
 from .inventory import CachedInventory, SyncInventory
@@ -110,13 +111,14 @@ class WarehouseLink:
         return [_from_row(o, r) for o, r in zip(orders, rows)]
 
 
-def make_inventory(cfg: config.MarketConfig, forward, link: WarehouseLink):
-    """The inventory strategy the config's traders.mode asks for."""
+def make_inventory(cfg: config.MarketConfig, forward, link: WarehouseLink, folder: str):
+    """The inventory strategy the config's traders.mode asks for (a cached one keeps its
+    local denials in a file in `folder`, the run's)."""
     if cfg.traders.mode == "sync":
         return SyncInventory(forward, link.lookup)
     cache = InventoryCache(cfg.products, cfg.cache.ttl_s)
     return CachedInventory(forward, link.revalidate, cache, cfg.cache.reserve_on_forward,
-                           cfg.rpc.warehouse_timeout_s)
+                           cfg.rpc.warehouse_timeout_s, DenialFile(folder, cfg.products))
 
 
 @rpc.expose
@@ -124,8 +126,9 @@ class Trader:
     """The remote surface peers and people use: buy, sell, lookup, stats, denials, ping."""
 
     def __init__(self, index: int, peer_id: int | None, cfg: config.MarketConfig,
-                 link: WarehouseLink, log: EventLog, epoch: int = 0):
-        """`peer_id`: the elected peer hosting it, or None for a launched replica."""
+                 link: WarehouseLink, log: EventLog, run_dir: str, epoch: int = 0):
+        """`peer_id`: the elected peer hosting it, or None for a launched replica;
+        `run_dir`: the run's folder (a cached trader keeps its denials there)."""
         self.index, self.peer_id, self.epoch = index, peer_id, epoch
         self.load = LoadWindow(cfg.autoscale.window_s)     # requests, for autoscaling
         self.scale_events: list[dict] = []                 # launches this trader decided
@@ -135,7 +138,7 @@ class Trader:
         self._budget_s = cfg.rpc.warehouse_timeout_s
         self._backoff_s = cfg.rpc.retry_backoff_s
         self._link, self._log = link, log
-        self._inventory = make_inventory(cfg, self._forward, link)
+        self._inventory = make_inventory(cfg, self._forward, link, run_dir)
         self._stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._name = f"Trader {index}"
@@ -170,6 +173,10 @@ class Trader:
                 "epoch": self.epoch, "load_window": self.load.count(time.monotonic()),
                 "scale_events": list(self.scale_events),
                 **{k: counts.get(k, 0) for k in STAT_KEYS}, **self._link.stats()}
+
+    def close(self) -> None:
+        """Free what the inventory holds (a cached one's denial file); not remote."""
+        self._inventory.close()
 
     @rpc.remote
     def denials(self, since: int = 0, limit: int = 10_000) -> list:

@@ -1,9 +1,12 @@
 """The two inventory strategies and the under-sell audit, with fakes: no sockets."""
 
+import tempfile
+
 import pytest
 
-from pyromarket.audit import StockTimeline, actual_undersells, rates
+from pyromarket.audit import in_time_order, rates, undersells
 from pyromarket.cache import InventoryCache
+from pyromarket.denials import DenialFile
 from pyromarket.inventory import CachedInventory, SyncInventory
 from pyromarket.orders import Order
 
@@ -35,10 +38,23 @@ def buy(rid, qty=1, product="salt"):
     return Order("buy", product, qty, rid)
 
 
+_OPEN: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_inventories():
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def cached(wh, reserve=True, now=lambda: 0.0, ttl=10.0):
     cache = InventoryCache(["salt"], ttl_s=ttl, clock=now)
-    return CachedInventory(wh.forward, wh.fetch, cache, reserve, timeout_s=1.0,
-                           wall_clock=lambda: 50.0)
+    inv = CachedInventory(wh.forward, wh.fetch, cache, reserve, timeout_s=1.0,
+                          denials=DenialFile(tempfile.gettempdir(), ["salt", "fish"]),
+                          wall_clock=lambda: 50.0)
+    _OPEN.append(inv)
+    return inv
 
 
 def test_sync_forwards_every_buy():
@@ -54,7 +70,8 @@ def test_cached_denies_locally_when_the_cache_says_no():
     reply = inv.buy(buy("a"))
     assert reply["outcome"] == "unavailable" and reply["local"] is True
     assert wh.orders == []                                   # no warehouse call
-    assert inv.snapshot()["local_denials"] == 1 and inv.denials == [(50.0, "salt", 1)]
+    assert inv.snapshot()["local_denials"] == 1
+    assert inv.denials_since(0, 10) == [(50.0, "salt", 1)]
 
 
 def test_cached_forwards_what_it_can_fill_and_learns_from_the_reply():
@@ -109,24 +126,49 @@ def test_lookup_answers_from_a_fresh_cache():
     assert inv.lookup("salt")["stock"] == 3 == first["stock"] and first["cached"] is True
 
 
-def test_timeline_gives_the_stock_at_any_instant():
+def test_the_audit_reads_the_stock_at_each_denial_s_instant():
     rows = [{"seq": 1, "product": "salt", "ts": 10.0, "stock_after": 4},
-            {"seq": 2, "product": "salt", "ts": 12.0, "stock_after": 0},
-            {"seq": 3, "product": "fish", "ts": 11.0, "stock_after": 7}]
-    tl = StockTimeline({"salt": 5, "fish": 0}, rows)
-    assert [tl.at("salt", t) for t in (9.0, 10.0, 11.9, 12.0, 99.0)] == [5, 4, 4, 0, 0]
-    assert tl.at("fish", 10.5) == 0 and tl.at("fish", 11.0) == 7
+            {"seq": 2, "product": "fish", "ts": 11.0, "stock_after": 7},
+            {"seq": 3, "product": "salt", "ts": 12.0, "stock_after": 0}]
+    seed = {"salt": 5, "fish": 0}
+    # one denial of qty 5/4/1 per instant: an under-sell only if the stock then was >= qty
+    assert undersells(seed, rows, [(9.0, "salt", 5)]) == (1, 1)        # seed 5
+    assert undersells(seed, rows, [(10.0, "salt", 5)]) == (1, 0)       # 4 from t=10 on
+    assert undersells(seed, rows, [(11.9, "salt", 4)]) == (1, 1)
+    assert undersells(seed, rows, [(12.0, "salt", 1)]) == (1, 0)       # 0 from t=12 on
+    assert undersells(seed, rows, [(10.5, "fish", 1)]) == (1, 0)
+    assert undersells(seed, rows, [(11.0, "fish", 7)]) == (1, 1)
 
 
 def test_actual_undersells_count_only_denials_the_warehouse_could_fill():
     rows = [{"seq": 1, "product": "salt", "ts": 10.0, "stock_after": 2},
             {"seq": 2, "product": "salt", "ts": 20.0, "stock_after": 0}]
-    tl = StockTimeline({"salt": 0}, rows)
     denials = [(5.0, "salt", 1),     # stock 0: a true denial
                (15.0, "salt", 1),    # stock 2: an under-sell
                (15.0, "salt", 3),    # stock 2 < 3: a true denial
                (25.0, "salt", 1)]    # stock 0: a true denial
-    assert actual_undersells(denials, tl) == 1
+    assert undersells({"salt": 0}, rows, denials) == (4, 1)
+
+
+def test_the_audit_merges_traders_denials_and_reads_no_ledger_past_the_last_one():
+    def rows():
+        yield {"seq": 1, "product": "salt", "ts": 10.0, "stock_after": 2}
+        yield {"seq": 2, "product": "salt", "ts": 20.0, "stock_after": 0}
+        raise AssertionError("read a ledger row no denial needed")
+    one, two = [(5.0, "salt", 1), (15.0, "salt", 1)], [(12.0, "salt", 2), (16.0, "salt", 3)]
+    assert undersells({"salt": 0}, rows(), in_time_order(one, two)) == (4, 2)
+    assert undersells({"salt": 0}, rows(), []) == (0, 0)
+
+
+def test_denials_are_read_back_by_index_in_the_order_made(tmp_path):
+    f = DenialFile(str(tmp_path), ["salt", "fish"])
+    for i in range(5):
+        f.append(100.0 + i, ["salt", "fish"][i % 2], i + 1)
+    assert f.read(0, 2) == [(100.0, "salt", 1), (101.0, "fish", 2)]
+    assert f.read(3, 10) == [(103.0, "fish", 4), (104.0, "salt", 5)]
+    assert f.read(5, 10) == [] and f.read(2**62, 10) == [] and f.count == 5
+    assert list(tmp_path.iterdir()) == []        # the file has no name: nothing left behind
+    f.close()
 
 
 @pytest.mark.parametrize("buys,expected", [(200, (1.5, 0.5)), (0, (0.0, 0.0))])
