@@ -92,7 +92,6 @@ class ElectionDriver:
                 todo.extend(self.machine.on_unreachable(send.to, send.message))
 
 
-@rpc.expose
 class PeerNode:
     """A peer's remote surface: election messages in, status out."""
 

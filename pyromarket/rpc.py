@@ -10,8 +10,9 @@ that bite live in one place:
     holds a bounded number of connections to another server (`ProxyPool`);
   * the name server is always addressed by host and port, never by broadcast;
   * Pyro5's communication errors become `Unavailable` here and nowhere else;
-  * exposed methods never leak foreign exceptions (`remote`), and the market's own
-    exceptions are registered for rebuilding in every process (`configure`);
+  * a remote object exposes only its methods marked `remote`, which never leak foreign
+    exceptions, and the market's own exceptions are registered for rebuilding in every
+    process (`configure`);
   * the market's processes speak JSON (`SERIALIZER`); servers still accept serpent, so a
     REPL user with Pyro5's defaults is answered in serpent.
 """
@@ -110,7 +111,9 @@ def translated(what: str) -> Iterator[None]:
 
 
 def remote(fn: Callable) -> Callable:
-    """Guard an exposed method: bad arity or a foreign exception becomes a MarketError."""
+    """Expose a method, and guard it: bad arity or a foreign exception becomes a
+    MarketError. The market's remote objects expose exactly their `remote` methods (never
+    a whole class, whose public helpers such as `close` would be callable by anyone)."""
     sig = inspect.signature(fn)
 
     @functools.wraps(fn)
@@ -129,7 +132,7 @@ def remote(fn: Callable) -> Callable:
         except Exception as exc:    # noqa: BLE001 - never leak internals across the wire
             log.exception("internal error in %s", fn.__name__)
             raise MarketError(f"internal error in {fn.__name__}: {type(exc).__name__}: {exc}") from None
-    return guarded
+    return Pyro5.server.expose(guarded)
 
 
 def release(p: Pyro5.api.Proxy | None) -> None:

@@ -121,7 +121,6 @@ def make_inventory(cfg: config.MarketConfig, forward, link: WarehouseLink, folde
                            cfg.rpc.warehouse_timeout_s, DenialFile(folder, cfg.products))
 
 
-@rpc.expose
 class Trader:
     """The remote surface peers and people use: buy, sell, lookup, stats, denials, ping."""
 

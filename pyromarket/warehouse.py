@@ -30,7 +30,6 @@ __all__ = ["Warehouse", "main"]
 MAX_BATCH_ORDERS = 10_000
 
 
-@rpc.expose
 class Warehouse:
     """The remote surface: apply (for traders), buy/sell/lookup/inventory/stats (for people)."""
 

@@ -116,6 +116,19 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
         assert t.buy("salt", 1)["outcome"] == "shipped"   # the connection still works
 
 
+def test_only_the_remote_surface_is_callable(start_market):
+    """The objects' own helpers (Warehouse.close stops its commits, Trader.retire steps
+    down for good) were callable by anyone who could reach the port."""
+    market = start_market(QUIET, 2)
+    with market.trader(1) as t, market.warehouse() as w:
+        for proxy, name, args in ((w, "close", ()), (t, "retire", ("told to",)),
+                                  (t, "close", ()), (w, "_commit", ([],))):
+            with pytest.raises(AttributeError, match="no exposed attribute or method"):
+                getattr(proxy, name)(*args)
+        assert t.buy("salt", 1)["outcome"] == "shipped"   # neither stopped nor stepped down
+        assert w.stats()["orders"] == 1
+
+
 def test_text_no_log_can_hold_is_refused_and_the_logs_go_on(start_market):
     """Serpent, a REPL user's default, can carry a lone surrogate, which no UTF-8 log,
     ledger or JSON batch can hold; a newline would forge a log line."""

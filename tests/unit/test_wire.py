@@ -190,3 +190,19 @@ def test_event_log_survives_text_no_utf8_file_can_hold(tmp_path):
         assert "informed \\ud800 that" in (tmp_path / "t.txt").read_text()
     finally:
         log.close()
+
+
+def test_each_remote_object_exposes_exactly_its_remote_methods():
+    from Pyro5.server import _get_exposed_members
+
+    from pyromarket.peer import PeerNode
+    from pyromarket.trader import Trader
+    from pyromarket.warehouse import Warehouse
+    surface = {cls.__name__: _get_exposed_members(cls, only_exposed=True)
+               for cls in (Trader, Warehouse, PeerNode)}
+    assert {n: sorted(m["methods"]) for n, m in surface.items()} == {
+        "Trader": ["buy", "denials", "lookup", "ping", "sell", "stats"],
+        "Warehouse": ["apply", "audit", "buy", "fence", "fenced", "inventory", "join", "ledger",
+                      "lookup", "ping", "revalidate", "sell", "stats"],
+        "PeerNode": ["election_message", "ping", "status", "trader_down", "trader_up"]}
+    assert all(not m["attrs"] and not m["oneway"] for m in surface.values())
