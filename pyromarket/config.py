@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
+from .orders import MAX_QUANTITY, MAX_STOCK
 
 __all__ = [
     "Endpoint", "WarehouseConfig", "PeerConfig", "TraderConfig", "CacheConfig", "HeartbeatConfig",
@@ -205,8 +206,8 @@ def _validate_products(cfg: MarketConfig) -> None:
     for name, qty in cfg.warehouse.initial_stock.items():
         if name not in cfg.products:
             raise ConfigError(f"warehouse.initial_stock.{name}: not in products")
-        if qty < 0:
-            raise ConfigError(f"warehouse.initial_stock.{name}: must be >= 0")
+        if not 0 <= qty <= MAX_STOCK:
+            raise ConfigError(f"warehouse.initial_stock.{name}: must be between 0 and {MAX_STOCK}")
 
 
 def _check_address(key: str, host: str, port: int) -> None:
@@ -258,7 +259,8 @@ def _validate_numbers(cfg: MarketConfig) -> None:
         ("faults.exit_traders", all(1 <= e.trader <= cfg.traders.count and e.after_s > 0
                                     for e in cfg.faults.exit_traders),
          "each needs 1 <= trader <= traders.count and after_s > 0"),
-        ("max_quantity", cfg.max_quantity >= 1, "must be >= 1"),
+        ("max_quantity", 1 <= cfg.max_quantity <= MAX_QUANTITY,
+         f"must be between 1 and {MAX_QUANTITY}"),
         ("buyers.pace_s", cfg.buyers.pace_s >= 0, "must be >= 0"),
         ("buyers.max_qty", 1 <= cfg.buyers.max_qty <= cfg.max_quantity,
          "must be between 1 and max_quantity"),

@@ -13,11 +13,14 @@ from typing import Any, Iterable
 from .errors import InvalidRequest, UnknownProduct
 
 __all__ = ["Order", "check", "check_row", "check_product", "check_label", "new_request_id",
-           "shown", "KINDS", "MAX_ID_LEN", "MAX_EPOCH"]
+           "shown", "KINDS", "MAX_ID_LEN", "MAX_EPOCH", "MAX_QUANTITY", "MAX_STOCK"]
 
 KINDS = ("buy", "sell")
 MAX_ID_LEN = 128
 MAX_EPOCH = 2**31 - 1     # epochs count trader joins; the ledger stores them as SQLite ints
+# SQLite stores 64-bit ints: past 2**63 - 1 an UPDATE fails, and with it the whole batch.
+MAX_QUANTITY = 2**31 - 1  # the most `max_quantity` may allow in one order
+MAX_STOCK = 2**62         # the most the warehouse holds of a product; a sell past it is refused
 SHOWN_CHARS = 60          # how much of a refused value an error message repeats
 
 

@@ -18,8 +18,8 @@ import sqlite3
 import threading
 from typing import Iterable, Mapping, Sequence
 
-from .errors import ConflictingRequest, FencedOut, Unavailable, UnknownProduct
-from .orders import Order
+from .errors import ConflictingRequest, FencedOut, InvalidRequest, Unavailable, UnknownProduct
+from .orders import MAX_STOCK, Order
 
 __all__ = ["Store", "DatabaseInUse", "lock_database", "conservation", "SHIPPED", "UNAVAILABLE",
            "STOCKED"]
@@ -236,6 +236,9 @@ class Store:
         if order.product not in staged:
             return UnknownProduct(f"unknown product {order.product!r}")
         stock, version = staged[order.product]
+        if order.kind == "sell" and stock + order.qty > MAX_STOCK:
+            return InvalidRequest(f"selling {order.qty} {order.product} would take its stock "
+                                  f"past {MAX_STOCK}, the most the warehouse holds")
         if order.kind == "sell":
             outcome, stock, version = STOCKED, stock + order.qty, version + 1
         elif stock >= order.qty:

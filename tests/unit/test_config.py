@@ -134,6 +134,19 @@ def test_timeouts_must_relate():
     _fails(data, r"rpc\.warehouse_timeout_s: .*below rpc\.call_timeout_s")
 
 
+@pytest.mark.parametrize("section,value,key", [
+    ("max_quantity", 2**31, r"max_quantity: must be between 1 and 2147483647"),
+    ("initial_stock", 2**62 + 1, r"warehouse\.initial_stock\.salt: must be between 0 and"),
+    ("initial_stock", -1, r"warehouse\.initial_stock\.salt: must be between 0 and")])
+def test_quantities_and_stock_stay_within_what_the_ledger_stores(section, value, key):
+    data = config_dict(ROLES)
+    if section == "max_quantity":
+        data["max_quantity"] = value
+    else:
+        data["warehouse"]["initial_stock"]["salt"] = value
+    _fails(data, key)
+
+
 def test_threadpool_must_fit_every_peer():
     _fails(config_dict(ROLES, rpc={"threadpool_size": 4}), r"rpc\.threadpool_size")
 

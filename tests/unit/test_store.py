@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from pyromarket.errors import ConflictingRequest, FencedOut, UnknownProduct, Unavailable
-from pyromarket.orders import Order
+from pyromarket.errors import (ConflictingRequest, FencedOut, InvalidRequest, UnknownProduct,
+                               Unavailable)
+from pyromarket.orders import MAX_STOCK, Order
 from pyromarket.store import (SHIPPED, STOCKED, UNAVAILABLE, DatabaseInUse, Store,
                               conservation, lock_database)
 
@@ -94,6 +95,20 @@ def test_refusal_in_a_batch_does_not_stop_the_others(store):
     results = store.apply([buy("ok1"), Order("buy", "gold", 1, "bad"), buy("ok2")], now=1.0)
     assert isinstance(results[1], UnknownProduct)
     assert results[0]["outcome"] == results[2]["outcome"] == SHIPPED
+
+
+def test_a_sell_past_the_most_a_product_may_hold_is_refused_alone(tmp_path):
+    """SQLite ints stop at 2**63 - 1; a sell past that used to raise OverflowError in the
+    middle of the transaction, and every other order of its batch failed with it."""
+    s = Store(str(tmp_path / "wh.sqlite3"), {"salt": MAX_STOCK - 5, "fish": 2})
+    try:
+        fish, huge, fits = s.apply([buy("a", "fish"), sell("b", qty=6), sell("c", qty=5)], 1.0)
+        assert fish["outcome"] == SHIPPED and fits["outcome"] == STOCKED
+        assert isinstance(huge, InvalidRequest) and "past" in str(huge)
+        assert s.lookup("salt")["stock"] == MAX_STOCK and s.lookup("fish")["stock"] == 1
+        assert [r["request_id"] for r in s.ledger()] == ["a", "c"]
+    finally:
+        s.close()
 
 
 def test_storage_failure_rolls_back_the_whole_batch(store, monkeypatch):
