@@ -53,11 +53,26 @@ def serve(host: str, port: int) -> rpc.Server:
 
 
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT: the role finishes what it is doing and exits."""
+    """An event set by SIGTERM or SIGINT: the role finishes what it is doing and exits.
+
+    The handler takes no lock: it writes a byte to a pipe, and a thread of its own sets
+    the event. A handler that set the event itself deadlocked when a second signal came
+    while the first one's `set()` held the event's lock (a trader hung for good after
+    two quick SIGTERMs; a double Ctrl-C reaches every child too)."""
     stop = threading.Event()
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
 
     def handler(signum, _frame):
+        try:
+            os.write(write_end, b"!")
+        except BlockingIOError:       # the pipe is full: a stop is already on its way
+            pass
+
+    def relay():
+        os.read(read_end, 1)
         stop.set()
+    threading.Thread(target=relay, name="signals", daemon=True).start()
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return stop

@@ -125,6 +125,25 @@ def test_clients_that_come_and_go_leave_few_warehouse_connections(start_market):
         assert w.stats()["connections"] <= 2 * config.WAREHOUSE_CONNECTIONS_PER_TRADER + 1
 
 
+SIGNAL_DURING_SET = """
+import signal
+from pyromarket import runtime
+stop = runtime.stop_on_signals()
+with stop._cond:                          # as when a first signal's set() holds the lock
+    signal.raise_signal(signal.SIGTERM)   # a second signal: its handler runs right here
+    print("the handler returned", flush=True)
+print("stopped" if stop.wait(10) else "not stopped", flush=True)
+"""
+
+
+def test_a_signal_arriving_while_the_stop_event_is_held_cannot_hang_a_role():
+    """Seen: a trader hung for good in its shutdown after two quick SIGTERMs, each
+    handler calling Event.set(), the second waiting for the lock the first one held."""
+    out = subprocess.run([sys.executable, "-c", SIGNAL_DURING_SET], capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.split("\n")[:2] == ["the handler returned", "stopped"], out.stderr
+
+
 def test_ctrl_c_prints_a_summary_and_stops_every_child(make_config, tmp_path):
     with trading_launcher(make_config, tmp_path) as (proc, kids):
         assert len(kids) == 1 + 1 + len(ROLES)          # name server, warehouse, peers
