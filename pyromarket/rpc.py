@@ -246,11 +246,6 @@ class ThreadLocalProxy:
                 self._all[id(p)] = p
         return p
 
-    def reset(self) -> None:
-        """Drop this thread's proxy (after a failure) so the next get() reconnects."""
-        release(getattr(self._local, "proxy", None))
-        self._local.proxy = None
-
     def close(self) -> None:
         with self._lock:
             proxies = list(self._all.values())
