@@ -160,9 +160,9 @@ class Market:
         stats = self.trader_stats() if stats is None else stats
         seed = {p: e["stock"] for p, e in self.baseline["inventory"].items()}
         uris = self.traders()
-        if set(stats) - set(uris):
-            raise Unavailable(f"traders {sorted(set(stats) - set(uris))} left before the "
-                              f"audit could read their denials")
+        gone = sorted(set(stats) - set(uris))
+        if gone:
+            raise Unavailable(f"traders {gone} left before the audit could read their denials")
         with contextlib.ExitStack() as stack, rpc.translated("audit"):
             streams = [_pages(stack.enter_context(rpc.proxy(uris[n], 10.0)).denials)
                        for n in sorted(stats)]

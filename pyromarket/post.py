@@ -83,7 +83,8 @@ class TradingPost:
 
     def close(self) -> None:
         """Unregister the name (if it still points here), then close the launcher, the
-        warehouse link, the trader and the event log. The heartbeat thread ends with the `stop` event."""
+        warehouse link, the trader and the event log. The heartbeat thread ends with the
+        `stop` event."""
         if self._ns is not None and self.uri is not None:
             with contextlib.suppress(MarketError, rpc.CommunicationError):
                 rpc.remove_name_if(self._ns, rpc.trader_name(self.index), self.uri)

@@ -170,16 +170,14 @@ class ProxyPool:
     @contextlib.contextmanager
     def borrowed(self) -> Iterator[Pyro5.api.Proxy]:
         """A proxy owned by this thread until the block ends."""
-        p = self._take()
+        p, broken = self._take(), False
         try:
             yield p
         except (Unavailable, CommunicationError):
-            self._give_back(p, broken=True)
+            broken = True
             raise
-        except BaseException:
-            self._give_back(p, broken=False)
-            raise
-        self._give_back(p, broken=False)
+        finally:
+            self._give_back(p, broken)
 
     def connections(self) -> int:
         """Proxies made and not yet closed (lent or idle)."""
