@@ -29,11 +29,16 @@ class TraderDirectory:
     """The traders this peer can reach, looked up by name; one long-lived proxy each.
     Used from one thread only (the peer's trading loop)."""
 
-    def __init__(self, cfg: config.MarketConfig, rng: random.Random):
+    def __init__(self, cfg: config.MarketConfig, rng: random.Random,
+                 stats: Counter[str] | None = None):
+        """`stats`: counts `name_server_misses`, refreshes that failed while traders
+        were known (the peer then trades on with those)."""
         self._cfg, self._rng = cfg, rng
+        self._stats = stats if stats is not None else Counter()
         self._ns = None
         self._proxies: dict[int, object] = {}
         self._refreshed_at = float("-inf")
+        self._ns_missed = False                      # the last refresh found no name server
         self._suspect_until: dict[int, float] = {}   # trader n -> when to trust it again
         self._quarantine_s = 2 * cfg.rpc.call_timeout_s
         self._down: set[int] = set()                 # told by a survivor; other threads write
@@ -61,7 +66,15 @@ class TraderDirectory:
             self.forget(n, suspect=False)
             self._suspect_until.pop(n, None)
         if up or self._due():
-            self.refresh()
+            try:
+                self.refresh()
+            except Unavailable:
+                self._ns_missed = True      # until it answers, ask only every REFRESH_LONG_S
+                if not self._proxies:
+                    raise
+                self._stats["name_server_misses"] += 1   # trade on with the traders known
+            else:
+                self._ns_missed = False
         if not self._proxies:
             raise Unavailable("no trader is registered yet")
         n = self._rng.choice(sorted(self._proxies))
@@ -69,7 +82,7 @@ class TraderDirectory:
 
     def _due(self) -> bool:
         age = time.monotonic() - self._refreshed_at
-        few = len(self._proxies) < self._cfg.traders.count
+        few = len(self._proxies) < self._cfg.traders.count and not self._ns_missed
         return not self._proxies or age > (REFRESH_SHORT_S if few else REFRESH_LONG_S)
 
     def refresh(self) -> None:
@@ -79,6 +92,7 @@ class TraderDirectory:
         try:
             found = rpc.list_traders(self._ns)
         except Unavailable:
+            rpc.release(self._ns)
             self._ns = None
             raise
         for n in set(self._proxies) - set(found):
@@ -108,8 +122,8 @@ class Trading:
         self.peer, self.cfg, self.log, self.stop = peer, cfg, log, stop
         self.rng = rng or random.Random()
         self.name = f"{peer.role.capitalize()} {peer.id}"
-        self.directory = TraderDirectory(cfg, self.rng)
         self.stats: Counter[str] = Counter()
+        self.directory = TraderDirectory(cfg, self.rng, self.stats)
         self.pending: str | None = None
 
     def run(self) -> None:

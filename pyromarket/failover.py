@@ -11,7 +11,9 @@ loop finds it was paused longer than the detection window asks the warehouse whe
 was fenced meanwhile, and steps down if so.
 
 The loop re-reads the traders' names every REFRESH_S, so it starts watching a trader
-that was launched (or replaced) later. With autoscaling on, the coordinator (the live
+that was launched (or replaced) later; it also binds this trader's own name again if
+the name server lost it (a restarted one starts empty), and retries an unlisting that
+failed while the name server was away. With autoscaling on, the coordinator (the live
 trader with the lowest n) hands the loads that pings report to its scaler.Scaler, which
 launches a trader when the policy says so, or a replacement after a takeover.
 """
@@ -22,7 +24,7 @@ import contextlib
 import threading
 import time
 
-from . import config, rpc
+from . import config, rpc, runtime
 from .errors import MarketError, Unavailable
 from .eventlog import EventLog
 from .heartbeat import HeartbeatMonitor
@@ -41,10 +43,13 @@ class Failover:
     the coordinator. Built by the TradingPost; runs until `stop` is set or it retires."""
 
     def __init__(self, trader: Trader, link: WarehouseLink, cfg: config.MarketConfig,
-                 traders: dict[int, str], log: EventLog, launcher=None, location: str = ""):
+                 traders: dict[int, str], log: EventLog, launcher=None, location: str = "",
+                 name: rpc.Registration | None = None):
         """`traders`: {n: uri} of the other traders known now; `launcher`: set when
-        autoscaling is on; `location`: this process's host:port (not told of its own fall)."""
+        autoscaling is on; `location`: this process's host:port (not told of its own fall);
+        `name`: this trader's own name, renewed if the name server loses it."""
         self.trader, self.link, self.cfg, self.log = trader, link, cfg, log
+        self.name = name
         self.me, self._location = trader.index, location
         self._uris = {n: u for n, u in traders.items() if n != self.me}
         hb, a = cfg.heartbeat, cfg.autoscale
@@ -72,6 +77,8 @@ class Failover:
             if now >= self._refresh_at:
                 self._refresh_at = now + REFRESH_S
                 self._refresh()
+                if self.name is not None:
+                    runtime.renew(self.name, self.log, f"Trader {self.me}")
             for n in self.monitor.due(now):
                 ok = self._ping(n)
                 if not ok:
@@ -80,6 +87,8 @@ class Failover:
                     self.take_over(n)
             self._autoscale(now)
             stop.wait(step)
+        if self.trader.retired.is_set() and self.name is not None:
+            self.name.withdraw()            # a trader that stepped down is found no more
         self._release()
 
     @property
@@ -133,7 +142,8 @@ class Failover:
         """Watch traders that registered since (launched replicas, replacements)."""
         try:
             if self._ns is None:
-                self._ns = rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port)
+                self._ns = rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port,
+                                          self.cfg.heartbeat.timeout_s)   # never stall pings
             found = rpc.list_traders(self._ns)
         except (Unavailable, rpc.CommunicationError):
             rpc.release(self._ns)
@@ -146,6 +156,9 @@ class Failover:
                 self._epochs.pop(n, None)
                 self.monitor.add(n)
                 self.log(f"Trader {self.me} now watches Trader {n} at {uri}")
+        for n in self.monitor.dead:         # unlisting failed while the name server was away
+            if n in found and found[n] == self._uris.get(n):
+                self._unlist(n)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -176,7 +189,8 @@ class Failover:
         """Remove market.trader.<n>, unless it already names someone else (a replacement)."""
         dead_uri = self._uris[n]
         try:
-            with rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port) as ns:
+            with rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port,
+                                self.cfg.heartbeat.timeout_s) as ns:    # _refresh retries
                 rpc.remove_name_if(ns, rpc.trader_name(n), dead_uri)
             self.log(f"Trader {self.me} removed {rpc.trader_name(n)} from the name server")
         except MarketError as exc:
@@ -211,3 +225,5 @@ class Failover:
             self._drop(n)
         rpc.release(self._ns)
         self._ns = None
+        if self.name is not None:
+            self.name.close()

@@ -35,6 +35,8 @@ class Market:
         self.trader_peers: set[int] = set()     # peer ids elected as traders
         self.baseline: dict | None = None       # warehouse state before any peer ran
         self._local = threading.local()         # one name-server proxy per thread
+        ns = cfg.nameserver
+        self._warehouse_at = rpc.Resolver(ns.host, ns.port, rpc.WAREHOUSE_NAME)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -114,12 +116,28 @@ class Market:
 
     def traders(self) -> dict[int, str]:
         """{n: uri} of every trader registered in the name server now."""
-        return rpc.list_traders(self.ns())
+        try:
+            return rpc.list_traders(self.ns())
+        except Unavailable:
+            self._drop_ns()                 # the name server may have restarted: once more
+            return rpc.list_traders(self.ns())
+
+    def revive_nameserver(self) -> bool:
+        """Start the name server again if this Market started it and it exited. It keeps
+        names in memory, so it comes back empty; the warehouse and the traders bind their
+        names again within runtime.RENEW_NAME_S, and meanwhile peers trade with the traders
+        they know. False if there was nothing to revive."""
+        service = self.services.get("nameserver")
+        if service is None or service.running or service.stopping:
+            return False
+        self._drop_ns()
+        self._ensure_nameserver()
+        return True
 
     def warehouse(self, timeout_s: float = 10.0):
-        """A new proxy to the warehouse, owned by the calling thread."""
-        ns = self.cfg.nameserver
-        return rpc.proxy(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{ns.host}:{ns.port}", timeout_s)
+        """A new proxy to the warehouse, owned by the calling thread (found by name, or
+        at its last address while the name server cannot answer)."""
+        return rpc.proxy(self._warehouse_at(), timeout_s)
 
     def trader(self, n: int, timeout_s: float = 10.0):
         """A new proxy to trader n, owned by the calling thread."""

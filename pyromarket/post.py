@@ -46,8 +46,8 @@ class TradingPost:
         """Join the warehouse and serve the Trader object; return its URI."""
         if core is not None:
             pin(core, self.index, self.log)
-        ns_addr = f"{self.cfg.nameserver.host}:{self.cfg.nameserver.port}"
-        self.link = WarehouseLink(f"PYRONAME:{rpc.WAREHOUSE_NAME}@{ns_addr}",
+        ns = self.cfg.nameserver
+        self.link = WarehouseLink(rpc.Resolver(ns.host, ns.port, rpc.WAREHOUSE_NAME),
                                   self.cfg.rpc.warehouse_timeout_s, self.cfg.warehouse.batch_max)
         epoch = self._join()
         self.trader = Trader(self.index, self.peer_id, self.cfg, self.link, self.log,
@@ -64,8 +64,12 @@ class TradingPost:
         rpc.register_name(self._ns, rpc.trader_name(self.index), self.uri)
         if self.cfg.autoscale.enabled:
             self._launcher = make_launcher(self.cfg, self.config_path, self.run_dir)
+        ns = self.cfg.nameserver
+        name = rpc.Registration(ns.host, ns.port, rpc.trader_name(self.index), self.uri,
+                                timeout_s=self.cfg.heartbeat.timeout_s)  # renewed between pings
         self.failover = Failover(self.trader, self.link, self.cfg, others, self.log,
-                                 launcher=self._launcher, location=rpc.location(self.uri))
+                                 launcher=self._launcher, location=rpc.location(self.uri),
+                                 name=name)
         threading.Thread(target=self.failover.run, args=(self.stop,), name="heartbeat",
                          daemon=True).start()
         self._schedule_exit()

@@ -8,7 +8,10 @@ that bite live in one place:
     claiming the one it holds, and `ThreadLocalProxy` gives each thread its own;
   * a server's worker pool caps its connections, so a process that serves many threads
     holds a bounded number of connections to another server (`ProxyPool`);
-  * the name server is always addressed by host and port, never by broadcast;
+  * the name server is always addressed by host and port, never by broadcast, and with a
+    deadline (Pyro5's `locate_ns` and PYRONAME proxies connect with COMMTIMEOUT, 0 here);
+    a process keeps the last address it resolved (`Resolver`) and binds its own name
+    again if a restarted name server lost it (`Registration`);
   * Pyro5's communication errors become `Unavailable` here and nowhere else;
   * a remote object exposes only its methods marked `remote`, which never leak foreign
     exceptions, and the market's own exceptions are registered for rebuilding in every
@@ -30,6 +33,7 @@ import weakref
 from typing import Any, Callable, Iterator
 
 import Pyro5.api
+import Pyro5.core
 import Pyro5.errors
 import Pyro5.server
 from Pyro5.serializers import SerializerBase
@@ -40,7 +44,7 @@ from .errors import InvalidRequest, MarketError, Unavailable
 __all__ = [
     "configure", "register_errors", "expose", "release", "remote", "proxy", "ProxyPool",
     "ThreadLocalProxy",
-    "Server", "PortInUse", "nameserver",
+    "Server", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
 ]
@@ -158,7 +162,9 @@ class ProxyPool:
     connections it accepts. A thread that finds every proxy lent waits for one, at most
     `timeout_s`; a proxy whose call failed in transport is closed, not lent again."""
 
-    def __init__(self, uri: str, timeout_s: float, size: int):
+    def __init__(self, uri: str | Callable[[], str], timeout_s: float, size: int):
+        """`uri`: the server's, or a callable that gives it when a proxy is made (a
+        `Resolver`, so a new connection follows a name)."""
         if size < 1:
             raise ValueError("a ProxyPool needs size >= 1")
         self.uri, self.timeout_s, self.size = uri, timeout_s, size
@@ -207,7 +213,11 @@ class ProxyPool:
             self._lent += 1
             p = self._idle.pop() if self._idle else None
         if p is None:
-            p = proxy(self.uri, self.timeout_s)
+            try:
+                p = proxy(self.uri() if callable(self.uri) else self.uri, self.timeout_s)
+            except BaseException:
+                self._give_back(None, broken=True)
+                raise
         p._pyroClaimOwnership()
         return p
 
@@ -253,12 +263,93 @@ class ThreadLocalProxy:
 
 
 def nameserver(host: str, port: int, timeout_s: float = 2.0) -> Pyro5.api.Proxy:
-    """A proxy to the name server at host:port (never broadcast, never a reverse lookup)."""
-    with translated(f"name server {host}:{port}"):
-        ns = Pyro5.api.locate_ns(host, port)
-        ns._pyroTimeout = timeout_s
-        ns._pyroMaxRetries = 0
-        return ns
+    """A bound proxy to the name server at host:port (never broadcast, never a reverse
+    lookup). The deadline covers the connection too: Pyro5's `locate_ns` binds with the
+    process's COMMTIMEOUT, which is 0 here (the servers' setting), so a name server that
+    accepts but never answers (stopped, or hung) held the caller forever."""
+    ns = proxy(f"PYRO:{Pyro5.core.NAMESERVER_NAME}@{host}:{port}", timeout_s)
+    try:
+        with translated(f"name server {host}:{port}"):
+            ns._pyroBind()
+    except Unavailable:
+        release(ns)
+        raise
+    return ns
+
+
+def lookup(host: str, port: int, name: str, timeout_s: float = 2.0) -> str:
+    """The PYRO: URI registered as `name`, asked of the name server at host:port within
+    `timeout_s` (a PYRONAME proxy resolves through `locate_ns`, with no deadline)."""
+    with nameserver(host, port, timeout_s) as ns, translated(f"look up {name}"):
+        return str(ns.lookup(name))
+
+
+class Resolver:
+    """`name`'s URI from the name server, or the last one it gave if it cannot answer now.
+
+    Objects keep their addresses while the name server restarts (the warehouse's is fixed
+    by the config), so a process that found an object once keeps reaching it while the
+    name server is down, or restarted and not yet told the name again. Thread-safe."""
+
+    def __init__(self, host: str, port: int, name: str, timeout_s: float = 2.0):
+        self.host, self.port, self.name, self.timeout_s = host, port, name, timeout_s
+        self.last: str | None = None
+
+    def __call__(self) -> str:
+        try:
+            self.last = lookup(self.host, self.port, self.name, self.timeout_s)
+        except Unavailable:
+            if self.last is None:
+                raise
+        return self.last
+
+    def __str__(self) -> str:
+        return f"{self.name} (name server {self.host}:{self.port})"
+
+
+class Registration:
+    """Keeps `name` bound to `uri`. The name server holds its names in memory, so one that
+    restarts knows none; `renew()` binds the name again if it is missing, but never over
+    another object's binding (a successor's). Used from one thread."""
+
+    def __init__(self, host: str, port: int, name: str, uri: str, timeout_s: float = 2.0):
+        self.host, self.port, self.name, self.uri = host, port, name, str(uri)
+        self.timeout_s = timeout_s
+        self.down = False             # the last renew() could not reach the name server
+        self._ns: Pyro5.api.Proxy | None = None
+
+    def renew(self) -> bool:
+        """True if the name had to be bound again. Raises Unavailable if the name server
+        cannot be reached now (the next renew() reconnects)."""
+        try:
+            if self._ns is None:
+                self._ns = nameserver(self.host, self.port, self.timeout_s)
+            with translated(f"renew {self.name}"):
+                bound = self._ns.list(prefix=self.name).get(self.name)
+                self.down = False
+                if bound is not None:
+                    return False
+                try:
+                    self._ns.register(self.name, self.uri, safe=True)
+                except Pyro5.errors.NamingError:
+                    return False            # bound by someone else meanwhile: theirs
+            return True
+        except Unavailable:
+            self.down = True
+            self.close()
+            raise
+
+    def withdraw(self) -> None:
+        """Remove the name if it still points here; quietly does nothing if it cannot."""
+        with contextlib.suppress(Unavailable):
+            if self._ns is None:
+                self._ns = nameserver(self.host, self.port, self.timeout_s)
+            remove_name_if(self._ns, self.name, self.uri)
+        self.close()
+
+    def close(self) -> None:
+        release(self._ns)
+        self._ns = None
 
 
 def list_traders(ns: Pyro5.api.Proxy) -> dict[int, str]:

@@ -17,8 +17,10 @@ from . import config, rpc
 from .errors import Unavailable
 from .eventlog import EventLog
 
-__all__ = ["role_args", "load_config", "serve", "stop_on_signals", "connect_ns", "open_log",
-           "backoff_delays", "trader_core"]
+__all__ = ["role_args", "load_config", "serve", "stop_on_signals", "connect_ns", "renew",
+           "open_log", "backoff_delays", "trader_core", "RENEW_NAME_S"]
+
+RENEW_NAME_S = 1.0      # how often a warehouse or trader checks that its name is still bound
 
 
 def role_args(prog: str, description: str, argv: Sequence[str] | None,
@@ -96,6 +98,22 @@ def backoff_delays(first_s: float, cap_s: float = 1.0):
     while True:
         yield delay
         delay = min(delay * 2, cap_s)
+
+
+def renew(name: rpc.Registration, log: EventLog, who: str) -> None:
+    """Bind a role's name again if the name server lost it (a restarted one knows no
+    names). Logs a renewal, and once when the name server stops (or starts again)
+    answering; the role serves on meanwhile, at its unchanged address."""
+    was_down = name.down
+    try:
+        if name.renew():
+            log(f"{who} registered {name.name} again: the name server had lost it")
+        elif was_down:
+            log(f"{who} reaches the name server again; {name.name} is still bound")
+    except Unavailable as exc:
+        if not was_down:
+            log(f"{who} cannot reach the name server to renew {name.name} ({exc}); it "
+                f"serves on and retries every {RENEW_NAME_S} s")
 
 
 def connect_ns(cfg: config.MarketConfig, timeout_s: float = 15.0,

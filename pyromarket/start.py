@@ -3,7 +3,8 @@
 It uses a name server that already answers at the configured address (`pyro5-ns`),
 or starts one; then the warehouse and every peer, each its own process; waits for the
 election; trades for --duration seconds or until Ctrl-C; and stops every process it
-started, also when a child crashes. Each run logs to its own folder.
+started, also when a child crashes. A trader's crash is left to its survivors, and a
+name server it started is started again. Each run logs to its own folder.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from . import config, rpc
 from .errors import ConfigError, Unavailable
 from .market import Market
 from .process import wait_until
+from .runtime import RENEW_NAME_S
 from .store import DatabaseInUse, lock_database
 
-__all__ = ["main", "summarize", "format_summary"]
+__all__ = ["main", "summarize", "format_summary", "MAX_NAMESERVER_RESTARTS"]
+
+MAX_NAMESERVER_RESTARTS = 5     # a name server that keeps exiting ends the run instead
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -124,13 +128,20 @@ def _count(n: int, noun: str) -> str:
 
 def _trade(market: Market, duration: float | None) -> float:
     """Wait out the trading window; return its length. Raises if a child other than a
-    trader exited (a trader may fail: its survivors take over)."""
-    started, reported = time.monotonic(), set()
+    trader or the name server exited (a trader may fail: its survivors take over; the
+    name server is started again, at most MAX_NAMESERVER_RESTARTS times)."""
+    started, reported, revived = time.monotonic(), set(), 0
     while duration is None or time.monotonic() - started < duration:
         time.sleep(0.2)
         for name in set(market.crashed()) - set(market.crashed(include_traders=False)) - reported:
             reported.add(name)
             print(f"trader process {name} exited; its survivors take over", flush=True)
+        if ("nameserver" in market.crashed(include_traders=False)
+                and revived < MAX_NAMESERVER_RESTARTS and market.revive_nameserver()):
+            revived += 1
+            print(f"the name server exited; started it again ({revived} of at most "
+                  f"{MAX_NAMESERVER_RESTARTS}); the market's names are bound again within "
+                  f"{RENEW_NAME_S:.0f} s, and trading goes on meanwhile", flush=True)
         if market.crashed(include_traders=False):
             raise RuntimeError(f"market processes exited unexpectedly: "
                                f"{market.crashed(include_traders=False)} "

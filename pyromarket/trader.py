@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import config, rpc, runtime
 from .autoscale import LoadWindow
@@ -42,7 +42,9 @@ class WarehouseLink:
     most `config.WAREHOUSE_CONNECTIONS_PER_TRADER` connections to the warehouse, whose
     worker pool caps the connections it accepts, however many threads call it."""
 
-    def __init__(self, uri: str, timeout_s: float, batch_max: int = 256):
+    def __init__(self, uri: str | Callable[[], str], timeout_s: float, batch_max: int = 256):
+        """`uri`: the warehouse's, or an rpc.Resolver that finds it by name whenever a
+        connection is made (and keeps the last address while the name server is down)."""
         self.uri, self.timeout_s = uri, timeout_s
         self._proxies = rpc.ProxyPool(uri, timeout_s,
                                       size=config.WAREHOUSE_CONNECTIONS_PER_TRADER - 1)
@@ -99,7 +101,8 @@ class WarehouseLink:
         started = time.perf_counter()
         try:
             if self._batch_proxy is None:
-                self._batch_proxy = rpc.proxy(self.uri, self.timeout_s)
+                uri = self.uri() if callable(self.uri) else self.uri
+                self._batch_proxy = rpc.proxy(uri, self.timeout_s)
             self._batch_proxy._pyroClaimOwnership()
             with rpc.translated("warehouse"):
                 rows = self._batch_proxy.apply([o.to_row() for o in orders])

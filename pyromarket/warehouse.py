@@ -10,7 +10,6 @@ trader needs to keep a cache fresh. Registered in the name server as `market.war
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
@@ -292,13 +291,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.start()
     ns = runtime.connect_ns(cfg, stop=stop)
     rpc.register_name(ns, rpc.WAREHOUSE_NAME, uri)
+    rpc.release(ns)
     log(f"Warehouse open at {uri} (synchronous={wcfg.synchronous}); stock {store.inventory()}")
+    name = rpc.Registration(cfg.nameserver.host, cfg.nameserver.port, rpc.WAREHOUSE_NAME, uri)
     try:
-        stop.wait()
+        while not stop.wait(runtime.RENEW_NAME_S):
+            runtime.renew(name, log, "Warehouse")
     finally:
         log("Warehouse closing")
-        with contextlib.suppress(MarketError):
-            rpc.remove_name(ns, rpc.WAREHOUSE_NAME)
+        name.withdraw()
         server.close()
         warehouse.close()
         store.close()

@@ -104,6 +104,36 @@ def test_a_paused_trader_is_fenced_and_steps_down_when_resumed(start_market):
     assert fenced == 1
 
 
+def test_trading_and_a_takeover_go_on_while_the_name_server_is_frozen(start_market):
+    """A stopped name server still accepts connections, and never answers. Every call to
+    it has a deadline (Pyro5's locate_ns had none: callers hung for good), so peers trade
+    on with the traders they know, a killed trader is still declared dead, fenced and
+    announced, and its name is removed once the name server answers again."""
+    market = start_market(ROLES, 2, **LOAD)
+    wait_until(lambda: all(sum(s.get(k, 0) for k in ("shipped", "unavailable", "stocked")) >= 1
+                           for s in client_stats(market).values()), 30,
+               "every client to trade once (so it knows the traders)")
+    nameserver = market.services["nameserver"]
+    nameserver.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: all(s.get("name_server_misses", 0) >= 1
+                               for s in client_stats(market).values()), 30,
+                   "every client to find the name server silent")
+        before = total(market, "requests")
+        wait_until(lambda: total(market, "requests") >= before + 30, 30, "trading to go on")
+        market.services[f"peer-{max(market.trader_peers)}"].signal(signal.SIGKILL)   # Trader 2
+        wait_until(lambda: peer_logs(market).count("that Trader 2 failed") >= len(clients(market)),
+                   10, "every peer to hear that Trader 2 failed")
+        assert "could not unlist Trader 2" in trader_log(market, 1)
+        after = total(market, "requests")
+        wait_until(lambda: total(market, "requests") >= after + 30, 30, "trading through Trader 1")
+    finally:
+        nameserver.signal(signal.SIGCONT)
+    wait_until(lambda: sorted(market.traders()) == [1], 10, "Trader 2's name to be removed")
+    market.stop_clients()
+    assert_consistent(market)
+
+
 def test_warehouse_kill_9_and_restart_under_load_loses_and_duplicates_nothing(start_market):
     market = start_market(ROLES, 2, traders={"mode": "cached"}, **LOAD)
     wait_until(lambda: total(market, "shipped") + total(market, "stocked") >= 30, 30, "trading")

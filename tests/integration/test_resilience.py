@@ -1,5 +1,5 @@
 """Requests survive an unresponsive trader; connections stay bounded under churn; the
-launcher stops cleanly on Ctrl-C and on a crash."""
+launcher stops cleanly on Ctrl-C and on a crash, and starts a killed name server again."""
 
 from __future__ import annotations
 
@@ -174,3 +174,41 @@ def test_a_crashed_child_stops_the_market_with_an_error(make_config, tmp_path):
     assert proc.returncode == 1
     assert "exited unexpectedly" in err and "warehouse" in err
     assert_all_gone(kids.values())
+
+
+def _names(ns_port: int) -> set[str]:
+    """The market's names bound now; empty while the name server does not answer."""
+    with contextlib.suppress(rpc.Unavailable):
+        with rpc.nameserver("127.0.0.1", ns_port) as ns, rpc.translated("list"):
+            return set(ns.list(prefix="market."))
+    return set()
+
+
+def _shipments(tmp_path) -> int:
+    return (tmp_path / "run" / "warehouse.txt").read_text().count("Warehouse shipped")
+
+
+def test_a_killed_name_server_is_started_again_and_the_market_binds_its_names_again(
+        make_config, tmp_path):
+    """The launcher's name server holds the names in memory only. Killed, it is started
+    again empty; the warehouse and both traders bind their names again, trading goes on,
+    and the run ends with a summary (it used to end the whole market with an error)."""
+    with trading_launcher(make_config, tmp_path) as (proc, kids):
+        ns_port = config.load(str(tmp_path / "market.yaml")).nameserver.port
+        all_names = {rpc.WAREHOUSE_NAME, rpc.trader_name(1), rpc.trader_name(2)}
+        assert _names(ns_port) == all_names
+        os.kill(kids["nameserver"], signal.SIGKILL)
+        seen, end = "", time.monotonic() + 30
+        while "started it again" not in seen:
+            assert time.monotonic() < end and proc.poll() is None, seen + proc.stderr.read()
+            seen += proc.stdout.readline()
+        revived = _children(proc.pid)["nameserver"]
+        assert revived != kids["nameserver"]
+        wait_until(lambda: _names(ns_port) == all_names, 10, "the names to be bound again")
+        before = _shipments(tmp_path)
+        wait_until(lambda: _shipments(tmp_path) >= before + 10, 30, "trading to go on")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "goods shipped:" in out and "conservation per product: ok" in out
+    assert_all_gone([*kids.values(), revived])
