@@ -21,20 +21,22 @@ rpc.register_errors()
 
 
 def _proxy(name: str, config_path: str, timeout_s: float):
-    """A PYRONAME proxy to `name`, once the name server says it is registered; otherwise
-    Unavailable saying what is missing (no name server: is the market running?)."""
+    """A proxy to the object registered as `name` now; otherwise Unavailable saying what
+    is missing (no name server: is the market running?). It holds the object's address,
+    not the name: a PYRONAME proxy would look the name up again when it connects, through
+    Pyro5's locate_ns, which has no deadline. After a failover, ask for a new proxy."""
     ns_cfg = config.load(config_path).nameserver
     where = f"{ns_cfg.host}:{ns_cfg.port}"
     try:
         with rpc.nameserver(ns_cfg.host, ns_cfg.port) as ns, rpc.translated("name server list"):
-            registered = sorted(ns.list(prefix="market."))
+            registered = ns.list(prefix="market.")
     except Unavailable:
         raise Unavailable(f"no name server answers at {where} (from {config_path}); is the "
                           f"market running? Start it with python -m pyromarket.start") from None
     if name not in registered:
         raise Unavailable(f"{name} is not registered at {where}; registered now: "
-                          f"{registered or 'nothing'}")
-    return rpc.proxy(f"PYRONAME:{name}@{where}", timeout_s)
+                          f"{sorted(registered) or 'nothing'}")
+    return rpc.proxy(str(registered[name]), timeout_s)
 
 
 def warehouse(config_path: str = config.DEFAULT_PATH, timeout_s: float = 10.0):
