@@ -26,8 +26,9 @@ REFRESH_LONG_S = 5.0     # and this often otherwise, so new traders are found
 
 
 class TraderDirectory:
-    """The traders this peer can reach, looked up by name; one long-lived proxy each.
-    Used from one thread only (the peer's trading loop)."""
+    """The traders this peer can reach, looked up by name; one long-lived proxy to each
+    trader, none to the name server between lookups. Used from one thread only (the
+    peer's trading loop)."""
 
     def __init__(self, cfg: config.MarketConfig, rng: random.Random,
                  stats: Counter[str] | None = None):
@@ -35,7 +36,6 @@ class TraderDirectory:
         were known (the peer then trades on with those)."""
         self._cfg, self._rng = cfg, rng
         self._stats = stats if stats is not None else Counter()
-        self._ns = None
         self._proxies: dict[int, object] = {}
         self._refreshed_at = float("-inf")
         self._ns_missed = False                      # the last refresh found no name server
@@ -86,15 +86,11 @@ class TraderDirectory:
         return not self._proxies or age > (REFRESH_SHORT_S if few else REFRESH_LONG_S)
 
     def refresh(self) -> None:
+        """Read the traders' names; one short connection to the name server each time, so
+        it holds none for idle peers (each would keep one of its worker threads)."""
         self._refreshed_at = time.monotonic()
-        if self._ns is None:
-            self._ns = rpc.nameserver(self._cfg.nameserver.host, self._cfg.nameserver.port)
-        try:
-            found = rpc.list_traders(self._ns)
-        except Unavailable:
-            rpc.release(self._ns)
-            self._ns = None
-            raise
+        with rpc.nameserver(self._cfg.nameserver.host, self._cfg.nameserver.port) as ns:
+            found = rpc.list_traders(ns)
         for n in set(self._proxies) - set(found):
             self.forget(n, suspect=False)
         now = time.monotonic()

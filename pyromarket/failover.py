@@ -58,7 +58,6 @@ class Failover:
         self.scaler = Scaler(trader, a, launcher, log) if launcher else None
         self._loads: dict[int, int] = {}       # n -> requests in its window, from its pings
         self._epochs: dict[int, int] = {}      # n -> the epoch its pings showed
-        self._ns = None
         self._refresh_at = time.monotonic() + REFRESH_S
         self._proxies: dict[int, object] = {}
         self._told_dead: set[int] = set()
@@ -141,13 +140,10 @@ class Failover:
     def _refresh(self) -> None:
         """Watch traders that registered since (launched replicas, replacements)."""
         try:
-            if self._ns is None:
-                self._ns = rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port,
-                                          self.cfg.heartbeat.timeout_s)   # never stall pings
-            found = rpc.list_traders(self._ns)
+            with rpc.nameserver(self.cfg.nameserver.host, self.cfg.nameserver.port,
+                                self.cfg.heartbeat.timeout_s) as ns:   # short: never stall pings
+                found = rpc.list_traders(ns)
         except (Unavailable, rpc.CommunicationError):
-            rpc.release(self._ns)
-            self._ns = None
             return
         for n, uri in found.items():
             if n != self.me and self._uris.get(n) != uri:
@@ -223,7 +219,3 @@ class Failover:
     def _release(self) -> None:
         for n in list(self._proxies):
             self._drop(n)
-        rpc.release(self._ns)
-        self._ns = None
-        if self.name is not None:
-            self.name.close()

@@ -9,7 +9,6 @@ replica also `announce()`s itself to every peer. `close()` undoes all of it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 
@@ -39,7 +38,7 @@ class TradingPost:
         self.trader: Trader | None = None
         self.failover: Failover | None = None
         self.uri: str | None = None
-        self._ns = None
+        self._name: rpc.Registration | None = None      # set once the name is published
         self._launcher = None
 
     def open(self, core: int | None = None) -> str:
@@ -58,18 +57,18 @@ class TradingPost:
     def publish(self, others: dict[int, str] | None = None) -> None:
         """Register the name and start heartbeats. `others`: {n: uri} of the other
         traders, if known (an election result); else they are read from the name server."""
-        self._ns = runtime.connect_ns(self.cfg, stop=self.stop)
-        if others is None:
-            others = {n: u for n, u in rpc.list_traders(self._ns).items() if n != self.index}
-        rpc.register_name(self._ns, rpc.trader_name(self.index), self.uri)
+        with runtime.connect_ns(self.cfg, stop=self.stop) as ns:
+            if others is None:
+                others = {n: u for n, u in rpc.list_traders(ns).items() if n != self.index}
+            rpc.register_name(ns, rpc.trader_name(self.index), self.uri)
         if self.cfg.autoscale.enabled:
             self._launcher = make_launcher(self.cfg, self.config_path, self.run_dir)
         ns = self.cfg.nameserver
-        name = rpc.Registration(ns.host, ns.port, rpc.trader_name(self.index), self.uri,
-                                timeout_s=self.cfg.heartbeat.timeout_s)  # renewed between pings
+        self._name = rpc.Registration(ns.host, ns.port, rpc.trader_name(self.index), self.uri,
+                                      timeout_s=self.cfg.heartbeat.timeout_s)  # between pings
         self.failover = Failover(self.trader, self.link, self.cfg, others, self.log,
                                  launcher=self._launcher, location=rpc.location(self.uri),
-                                 name=name)
+                                 name=self._name)
         threading.Thread(target=self.failover.run, args=(self.stop,), name="heartbeat",
                          daemon=True).start()
         self._schedule_exit()
@@ -89,10 +88,8 @@ class TradingPost:
         """Unregister the name (if it still points here), then close the launcher, the
         warehouse link, the trader and the event log. The heartbeat thread ends with the
         `stop` event."""
-        if self._ns is not None and self.uri is not None:
-            with contextlib.suppress(MarketError, rpc.CommunicationError):
-                rpc.remove_name_if(self._ns, rpc.trader_name(self.index), self.uri)
-            rpc.release(self._ns)
+        if self._name is not None:
+            self._name.withdraw()
         if self._launcher is not None:
             self._launcher.close()
         if self.link is not None:

@@ -310,46 +310,35 @@ class Resolver:
 class Registration:
     """Keeps `name` bound to `uri`. The name server holds its names in memory, so one that
     restarts knows none; `renew()` binds the name again if it is missing, but never over
-    another object's binding (a successor's). Used from one thread."""
+    another object's binding (a successor's). Each call makes its own short connection,
+    so a registration holds none of the name server's worker threads in between."""
 
     def __init__(self, host: str, port: int, name: str, uri: str, timeout_s: float = 2.0):
         self.host, self.port, self.name, self.uri = host, port, name, str(uri)
         self.timeout_s = timeout_s
         self.down = False             # the last renew() could not reach the name server
-        self._ns: Pyro5.api.Proxy | None = None
 
     def renew(self) -> bool:
         """True if the name had to be bound again. Raises Unavailable if the name server
-        cannot be reached now (the next renew() reconnects)."""
-        try:
-            if self._ns is None:
-                self._ns = nameserver(self.host, self.port, self.timeout_s)
-            with translated(f"renew {self.name}"):
-                bound = self._ns.list(prefix=self.name).get(self.name)
-                self.down = False
-                if bound is not None:
-                    return False
-                try:
-                    self._ns.register(self.name, self.uri, safe=True)
-                except Pyro5.errors.NamingError:
-                    return False            # bound by someone else meanwhile: theirs
-            return True
-        except Unavailable:
-            self.down = True
-            self.close()
-            raise
+        cannot be reached now."""
+        self.down = True
+        with nameserver(self.host, self.port, self.timeout_s) as ns, \
+                translated(f"renew {self.name}"):
+            bound = ns.list(prefix=self.name).get(self.name)
+            self.down = False
+            if bound is not None:
+                return False
+            try:
+                ns.register(self.name, self.uri, safe=True)
+            except Pyro5.errors.NamingError:
+                return False                # bound by someone else meanwhile: theirs
+        return True
 
     def withdraw(self) -> None:
         """Remove the name if it still points here; quietly does nothing if it cannot."""
-        with contextlib.suppress(Unavailable):
-            if self._ns is None:
-                self._ns = nameserver(self.host, self.port, self.timeout_s)
-            remove_name_if(self._ns, self.name, self.uri)
-        self.close()
-
-    def close(self) -> None:
-        release(self._ns)
-        self._ns = None
+        with contextlib.suppress(Unavailable), \
+                nameserver(self.host, self.port, self.timeout_s) as ns:
+            remove_name_if(ns, self.name, self.uri)
 
 
 def list_traders(ns: Pyro5.api.Proxy) -> dict[int, str]:

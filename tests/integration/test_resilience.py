@@ -125,6 +125,28 @@ def test_clients_that_come_and_go_leave_few_warehouse_connections(start_market):
         assert w.stats()["connections"] <= 2 * config.WAREHOUSE_CONNECTIONS_PER_TRADER + 1
 
 
+def test_the_market_keeps_no_idle_connections_to_the_name_server(start_market, monkeypatch):
+    """A name server's worker pool caps its connections (80 in Pyro5 by default), and each
+    client peer used to keep one open, each trader three and the warehouse one, so a
+    market of about 75 peers filled it and then nobody new could look a name up. Now
+    every lookup, listing and renewal is a short connection of its own. Here the name
+    server has 8 workers (the env reaches only it: market processes set their own pool)
+    and this market of 5 peers used to hold 11 connections (3 + 2 x 3 + 1, and the
+    launcher's 1): a REPL user was refused ("no free workers")."""
+    from pyromarket import repl
+    monkeypatch.setenv("PYRO_THREADPOOL_SIZE", "8")
+    monkeypatch.setenv("PYRO_THREADPOOL_SIZE_MIN", "2")
+    market = start_market(ROLES, 2, buyers={"pace_s": 0.01, "max_qty": 2})
+    wait_until(lambda: all(s.get("shipped", 0) + s.get("unavailable", 0) + s.get("stocked", 0)
+                           >= 5 for s in _peer_stats(market).values()), 30,
+               "every client to trade through the traders it looked up")
+    for _ in range(3):                     # renewals and refreshes come and go meanwhile
+        assert sorted(repl.traders(market.config_path)) == [1, 2]
+        with repl.trader(1, market.config_path, 5) as t:
+            assert t.lookup("salt")["product"] == "salt"
+        time.sleep(0.5)
+
+
 SIGNAL_DURING_SET = """
 import signal
 from pyromarket import runtime
