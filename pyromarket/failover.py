@@ -34,7 +34,7 @@ from .trader import Trader, WarehouseLink
 __all__ = ["Failover", "TRADER_OBJECT"]
 
 TRADER_OBJECT = "market.trader"
-REFRESH_S = 1.0          # how often the trader names are re-read
+REFRESH_S = runtime.RENEW_NAME_S   # how often the trader names are re-read, and its own renewed
 
 
 class Failover:
