@@ -46,7 +46,7 @@ __all__ = [
     "ThreadLocalProxy",
     "Server", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
-    "register_name", "remove_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
+    "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
 ]
 
 WAREHOUSE_NAME = "market.warehouse"
@@ -357,11 +357,6 @@ def register_name(ns: Pyro5.api.Proxy, name: str, uri: Any) -> None:
     """Bind `name` to `uri` in the name server, replacing any earlier binding."""
     with translated(f"register {name}"):
         ns.register(name, uri, safe=False)
-
-
-def remove_name(ns: Pyro5.api.Proxy, name: str) -> None:
-    with translated(f"remove {name}"):
-        ns.remove(name)
 
 
 def remove_name_if(ns: Pyro5.api.Proxy, name: str, uri: str) -> bool:
