@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from bench import harness, plots
-from pyromarket import rpc
 
 DESCRIPTION = "throughput before and after a trader is killed, vs one trader alone"
 BUYERS = ["buyer"] * 6 + ["seller"]
@@ -34,16 +33,8 @@ def _config(work: Path, n_traders: int) -> dict:
 
 
 def _shipments(market, since_seq: int) -> list[tuple[float, int]]:
-    with rpc.translated("warehouse"), market.warehouse() as w:
-        rows, start = [], since_seq
-        while True:
-            chunk = w.ledger(start, 50_000)
-            rows += chunk
-            if len(chunk) < 50_000:
-                break
-            start = chunk[-1]["seq"]
-    return [(r["ts"], r["qty"], r["request_id"].split("-")[0]) for r in rows
-            if r["outcome"] == "shipped"]
+    return [(r["ts"], r["qty"], r["request_id"].split("-")[0])
+            for r in market.ledger_rows(since_seq) if r["outcome"] == "shipped"]
 
 
 def _rate(ships, t0: float, t1: float) -> float:

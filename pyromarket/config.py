@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
-from .orders import MAX_QUANTITY, MAX_STOCK
+from .orders import MAX_BATCH_ORDERS, MAX_PRODUCT_LEN, MAX_PRODUCTS, MAX_QUANTITY, MAX_STOCK
 
 __all__ = [
     "Endpoint", "WarehouseConfig", "PeerConfig", "TraderConfig", "CacheConfig", "HeartbeatConfig",
@@ -199,10 +199,16 @@ class MarketConfig:
 
 
 def _validate_products(cfg: MarketConfig) -> None:
-    if not cfg.products:
-        raise ConfigError("products: at least one product is needed")
+    if not 1 <= len(cfg.products) <= MAX_PRODUCTS:
+        raise ConfigError(f"products: from 1 to {MAX_PRODUCTS} products are needed, "
+                          f"got {len(cfg.products)}")
     if len(set(cfg.products)) != len(cfg.products):
         raise ConfigError("products: duplicate product names")
+    for i, name in enumerate(cfg.products):
+        if not (name and len(name) <= MAX_PRODUCT_LEN and name.isprintable()):
+            raise ConfigError(f"products[{i}]: a product's name must be printable text of 1 to "
+                              f"{MAX_PRODUCT_LEN} characters (it goes into every log line and "
+                              f"message about it), got {name[:MAX_PRODUCT_LEN]!r}")
     for name, qty in cfg.warehouse.initial_stock.items():
         if name not in cfg.products:
             raise ConfigError(f"warehouse.initial_stock.{name}: not in products")
@@ -249,7 +255,8 @@ def _validate_numbers(cfg: MarketConfig) -> None:
         ("traders.mode", cfg.traders.mode in MODES, f"must be one of {MODES}"),
         ("warehouse.synchronous", cfg.warehouse.synchronous in SYNC_LEVELS,
          f"must be one of {SYNC_LEVELS}"),
-        ("warehouse.batch_max", cfg.warehouse.batch_max >= 1, "must be >= 1"),
+        ("warehouse.batch_max", 1 <= cfg.warehouse.batch_max <= MAX_BATCH_ORDERS,
+         f"must be between 1 and {MAX_BATCH_ORDERS}"),
         ("cache.ttl_s", cfg.cache.ttl_s > 0, "must be > 0"),
         ("heartbeat.interval_s", cfg.heartbeat.interval_s > 0, "must be > 0"),
         ("heartbeat.timeout_s", 0 < cfg.heartbeat.timeout_s <= cfg.heartbeat.interval_s,

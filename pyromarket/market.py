@@ -139,6 +139,12 @@ class Market:
         at its last address while the name server cannot answer)."""
         return rpc.proxy(self._warehouse_at(), timeout_s)
 
+    def ledger_rows(self, since_seq: int = 0) -> Iterator[dict]:
+        """Every warehouse ledger row after `since_seq`, oldest first, fetched a page at a
+        time as it is consumed (one call returns at most warehouse.LEDGER_PAGE_MAX)."""
+        with rpc.translated("warehouse ledger"), self.warehouse() as w:
+            yield from _pages(w.ledger, start=since_seq, cursor=lambda r: r["seq"])
+
     def trader(self, n: int, timeout_s: float = 10.0):
         """A new proxy to trader n, owned by the calling thread."""
         return rpc.proxy(self.traders()[n], timeout_s)
@@ -184,8 +190,7 @@ class Market:
         with contextlib.ExitStack() as stack, rpc.translated("audit"):
             streams = [_pages(stack.enter_context(rpc.proxy(uris[n], 10.0)).denials)
                        for n in sorted(stats)]
-            w = stack.enter_context(self.warehouse())
-            rows = _pages(w.ledger, start=self.baseline["last_seq"], cursor=lambda r: r["seq"])
+            rows = self.ledger_rows(self.baseline["last_seq"])
             denied, under = audit.undersells(seed, rows, audit.in_time_order(*streams))
         out = audit.rates(sum(s["buys"] for s in stats.values()),
                           sum(s["oversells"] for s in stats.values()), under)
@@ -303,13 +308,13 @@ def _make_dir(path: str, key: str) -> None:
         raise RuntimeError(f"{key}: cannot create the folder {path} ({exc.strerror})") from None
 
 
-def _pages(fetch, start: int = 0, page: int = 10_000, cursor=None) -> Iterator:
-    """Every item of a paginated remote listing, fetched a page at a time as it is
-    consumed. `cursor(item)` gives the next start (ledger seq numbers); without it the
-    start is a plain index."""
+def _pages(fetch, start: int = 0, cursor=None) -> Iterator:
+    """Every item of a paginated remote listing, fetched a page at a time (of the size the
+    server chooses) as it is consumed, until a page comes back empty. `cursor(item)` gives
+    the next start (ledger seq numbers); without it the start is a plain index."""
     while True:
-        chunk = fetch(start, page)
-        yield from chunk
-        if len(chunk) < page:
+        chunk = fetch(start)
+        if not chunk:
             return
+        yield from chunk
         start = cursor(chunk[-1]) if cursor else start + len(chunk)

@@ -17,7 +17,10 @@ that bite live in one place:
     exceptions, and the market's own exceptions are registered for rebuilding in every
     process (`configure`);
   * the market's processes speak JSON (`SERIALIZER`); servers still accept serpent, so a
-    REPL user with Pyro5's defaults is answered in serpent.
+    REPL user with Pyro5's defaults is answered in serpent;
+  * no message may exceed `MAX_MESSAGE_BYTES`, in either direction: a server refuses a
+    larger one from its header, before reading it (Pyro5 allows 1 GiB, and one 300 MB
+    call kept a trader busy long enough to be declared dead); listings come in pages.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "Server", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
+    "MAX_MESSAGE_BYTES",
 ]
 
 WAREHOUSE_NAME = "market.warehouse"
@@ -58,6 +62,11 @@ CommunicationError = Pyro5.errors.CommunicationError
 # market only sends str-keyed dicts, lists, strs, ints, floats, bools and None, which JSON
 # keeps as they are. (Timed in-process with timeit on Pyro5's own serializer objects.)
 SERIALIZER = "json"
+# The largest message any market process sends or accepts. The market's own messages are
+# far smaller (a buy is about 200 bytes; a full ledger page at worst about 2.9 MB, see
+# warehouse.LEDGER_PAGE_MAX). Measured on a trader under load: a 16 MB call took 0.2 s and
+# missed no heartbeat; 64 and 128 MB calls each made the other trader miss heartbeats.
+MAX_MESSAGE_BYTES = 4 * 2**20
 expose = Pyro5.server.expose
 log = logging.getLogger("pyromarket.rpc")
 
@@ -88,6 +97,7 @@ def configure(threadpool_size: int = 80) -> None:
     cfg.MAX_RETRIES = 0             # never re-run a call that may have had side effects
     cfg.SOCK_NODELAY = True
     cfg.SERIALIZER = SERIALIZER
+    cfg.MAX_MESSAGE_SIZE = MAX_MESSAGE_BYTES
     cfg.DETAILED_TRACEBACK = False
     register_errors()
 

@@ -29,7 +29,12 @@ from .inventory import CachedInventory, SyncInventory
 from .orders import Order, check, check_label, check_product, new_request_id, shown
 from .store import SHIPPED, STOCKED
 
-__all__ = ["Trader", "WarehouseLink", "make_inventory", "STAT_KEYS"]
+__all__ = ["Trader", "WarehouseLink", "make_inventory", "STAT_KEYS", "DENIALS_PAGE_MAX"]
+
+# The most denials one call returns; each is [time, product, qty], at most about 300 bytes
+# (a product's name is at most MAX_PRODUCT_LEN characters), so a full page stays under
+# rpc.MAX_MESSAGE_BYTES (tests/unit/test_wire.py encodes one).
+DENIALS_PAGE_MAX = 10_000
 
 
 class WarehouseLink:
@@ -181,14 +186,16 @@ class Trader:
         self._inventory.close()
 
     @rpc.remote
-    def denials(self, since: int = 0, limit: int = 10_000) -> list:
-        """Local denials as [wall time, product, qty], from index `since` (cached mode)."""
+    def denials(self, since: int = 0, limit: int = DENIALS_PAGE_MAX) -> list:
+        """Up to `limit` (at most DENIALS_PAGE_MAX) local denials as [wall time, product,
+        qty], from index `since` (cached mode). An empty page means no more."""
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                    for v in (since, limit)):
             raise InvalidRequest("since and limit must be non-negative ints")
         if not isinstance(self._inventory, CachedInventory):
             return []
-        return [list(d) for d in self._inventory.denials_since(since, min(limit, 100_000))]
+        page = self._inventory.denials_since(since, min(limit, DENIALS_PAGE_MAX))
+        return [list(d) for d in page]
 
     @rpc.remote
     def ping(self) -> dict:

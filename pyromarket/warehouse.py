@@ -21,12 +21,17 @@ from . import config, rpc, runtime
 from .batching import Batcher
 from .errors import FencedOut, InvalidRequest, MarketError, to_wire
 from .eventlog import EventLog
-from .orders import MAX_EPOCH, Order, check, check_product, check_row, new_request_id, shown
+from .orders import MAX_BATCH_ORDERS, MAX_EPOCH, Order, check, check_product, check_row, new_request_id, shown
 from .store import SHIPPED, STOCKED, UNAVAILABLE, DatabaseInUse, Store
 
-__all__ = ["Warehouse", "main"]
+__all__ = ["Warehouse", "main", "LEDGER_PAGE_MAX"]
 
-MAX_BATCH_ORDERS = 10_000
+# The most ledger rows one call returns. A row holds two labels of up to MAX_ID_LEN
+# characters and a product name, at most 4 bytes a character in UTF-8, so about 1.5 KB at
+# worst: a full page (2.9 MB) stays
+# under rpc.MAX_MESSAGE_BYTES (tests/unit/test_wire.py encodes one). Read more with
+# Market.ledger_rows, which pages.
+LEDGER_PAGE_MAX = 2_000
 
 
 class Warehouse:
@@ -140,11 +145,13 @@ class Warehouse:
                 "last_seq": self._store.last_seq(), "connections": self._connections()}
 
     @rpc.remote
-    def ledger(self, since_seq: int = 0, limit: int = 10_000) -> list[dict]:
-        """Ledger rows after `since_seq`, oldest first: the audit trail of every order."""
+    def ledger(self, since_seq: int = 0, limit: int = LEDGER_PAGE_MAX) -> list[dict]:
+        """Up to `limit` (at most LEDGER_PAGE_MAX) ledger rows after `since_seq`, oldest
+        first: the audit trail of every order. An empty page means no more rows."""
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (since_seq, limit)):
             raise InvalidRequest("since_seq and limit must be ints")
-        return self._store.ledger(max(0, min(since_seq, 2**63 - 1)), max(1, min(limit, 100_000)))
+        return self._store.ledger(max(0, min(since_seq, 2**63 - 1)),
+                                  max(1, min(limit, LEDGER_PAGE_MAX)))
 
     @rpc.remote
     def audit(self) -> dict:

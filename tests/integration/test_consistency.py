@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import Pyro5
+import Pyro5.errors
 import pytest
 
 from pyromarket import rpc
@@ -45,7 +47,7 @@ def test_eight_client_processes_race_for_100_units_through_both_traders(start_ma
     assert sum(out["via"].get("2", 0) for out in outputs) > 0
     with market.warehouse() as w:
         assert w.lookup("salt")["stock"] == 0
-        rows = [r for r in w.ledger(0, 100_000) if r["product"] == "salt"]
+    rows = [r for r in market.ledger_rows() if r["product"] == "salt"]
     assert min(r["stock_after"] for r in rows) == 0
     assert sum(r["qty"] for r in rows if r["outcome"] == "shipped") == 100
 
@@ -114,6 +116,27 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
         assert w.inventory() == before
         assert w.ledger(0, 100) == []
         assert t.buy("salt", 1)["outcome"] == "shipped"   # the connection still works
+
+
+def test_a_message_over_the_size_limit_is_refused_from_its_header(start_market, monkeypatch):
+    """Pyro5 reads messages of up to 1 GiB. One 300 MB call kept a trader busy for 16 s,
+    so the other trader declared it dead. Every market server now refuses a message larger
+    than rpc.MAX_MESSAGE_BYTES before reading it, and a market client never sends one."""
+    market = start_market(QUIET, 2)
+    too_big = "x" * rpc.MAX_MESSAGE_BYTES
+    with market.trader(1) as t, market.warehouse() as w:
+        before = w.inventory()
+        for proxy in (t, w):
+            with pytest.raises(Pyro5.errors.ProtocolError, match="message too large"):
+                proxy.lookup(too_big)                     # this process's own limit
+        monkeypatch.setattr(Pyro5.config, "MAX_MESSAGE_SIZE", 2**30)   # Pyro5's default
+        for proxy in (t, w):
+            with pytest.raises(Pyro5.errors.CommunicationError):
+                proxy.lookup(too_big)                     # the server's limit
+            with pytest.raises(UnknownProduct):
+                proxy.lookup(too_big[:rpc.MAX_MESSAGE_BYTES - 1000])   # just under: served
+        assert t.buy("salt", 1)["outcome"] == "shipped"   # a new connection is served
+        assert w.inventory()["salt"]["stock"] == before["salt"]["stock"] - 1
 
 
 def test_only_the_remote_surface_is_callable(start_market):

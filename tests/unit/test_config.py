@@ -129,6 +129,32 @@ def test_stock_for_unknown_product_is_refused():
     _fails(data, r"warehouse\.initial_stock\.gold: not in products")
 
 
+@pytest.mark.parametrize("name", ["", "x" * 65, "sea\nsalt", "\ud800"])
+def test_a_product_name_must_be_short_printable_text(name):
+    data = config_dict(ROLES)
+    data["products"].append(name)
+    _fails(data, rf"products\[{len(data['products']) - 1}\]: a product's name must be printable")
+
+
+def test_a_product_name_may_have_spaces_and_letters_beyond_ascii():
+    data = config_dict(ROLES)
+    data["products"] += ["wild boar", "Räucherfisch" + "x" * 52]
+    assert config.from_dict(data).products[-2:] == ("wild boar", "Räucherfisch" + "x" * 52)
+
+
+@pytest.mark.parametrize("count", [0, 1001])
+def test_the_number_of_products_is_bounded(count):
+    data = config_dict(ROLES, warehouse={"initial_stock": {}})
+    data["products"] = [f"p{i}" for i in range(count)]
+    _fails(data, rf"products: from 1 to 1000 products are needed, got {count}")
+
+
+@pytest.mark.parametrize("batch_max", [0, 1001])
+def test_batch_max_is_bounded_so_a_batch_fits_one_message(batch_max):
+    _fails(config_dict(ROLES, warehouse={"batch_max": batch_max}),
+           r"warehouse\.batch_max: must be between 1 and 1000")
+
+
 def test_timeouts_must_relate():
     data = config_dict(ROLES, rpc={"warehouse_timeout_s": 6.0})
     _fails(data, r"rpc\.warehouse_timeout_s: .*below rpc\.call_timeout_s")

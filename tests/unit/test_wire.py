@@ -206,3 +206,50 @@ def test_each_remote_object_exposes_exactly_its_remote_methods():
                       "lookup", "ping", "revalidate", "sell", "stats"],
         "PeerNode": ["election_message", "ping", "status", "trader_down", "trader_up"]}
     assert all(not m["attrs"] and not m["oneway"] for m in surface.values())
+
+
+# --- message sizes: every page and batch the market sends fits rpc.MAX_MESSAGE_BYTES ---
+
+WIDE = "\U0001d54f"          # a printable character that takes 4 bytes in UTF-8
+
+
+def _worst_ledger_row() -> dict:
+    from pyromarket.orders import MAX_EPOCH, MAX_ID_LEN, MAX_PRODUCT_LEN, MAX_STOCK
+    from pyromarket.store import LEDGER_COLUMNS
+    row = {"seq": 2**63 - 1, "request_id": WIDE * MAX_ID_LEN, "kind": "sell",
+           "product": WIDE * MAX_PRODUCT_LEN, "qty": 2**31 - 1, "outcome": "unavailable",
+           "stock_after": MAX_STOCK, "version": 2**63 - 1, "ts": 1795558817.588691,
+           "origin": WIDE * MAX_ID_LEN, "epoch": MAX_EPOCH}
+    assert tuple(row) == LEDGER_COLUMNS
+    return row
+
+
+def _worst_messages() -> dict:
+    from pyromarket.orders import (MAX_BATCH_ORDERS, MAX_EPOCH, MAX_ID_LEN, MAX_PRODUCT_LEN,
+                                   MAX_PRODUCTS)
+    from pyromarket.trader import DENIALS_PAGE_MAX
+    from pyromarket.warehouse import LEDGER_PAGE_MAX
+    product = WIDE * MAX_PRODUCT_LEN
+    order = ("sell", product, 2**31 - 1, WIDE * MAX_ID_LEN, WIDE * MAX_ID_LEN, MAX_EPOCH)
+    return {"ledger page": [_worst_ledger_row()] * LEDGER_PAGE_MAX,
+            "denials page": [[1795558817.588691, product, 2**31 - 1]] * DENIALS_PAGE_MAX,
+            "apply batch": [list(order)] * MAX_BATCH_ORDERS,
+            "apply reply": [["error", "InvalidRequest", "x" * 300]] * MAX_BATCH_ORDERS,
+            "inventory": {f"{WIDE * (MAX_PRODUCT_LEN - 4)}{i:04}":
+                          {"stock": 2**62, "version": 2**63 - 1} for i in range(MAX_PRODUCTS)}}
+
+
+@pytest.mark.parametrize("serializer", [JsonSerializer(), SerpentSerializer()],
+                         ids=["json", "serpent"])
+def test_the_largest_pages_and_batches_fit_one_message(serializer):
+    """With room to spare (a header and annotations take well under a KB), in the market's
+    own json and in the serpent a REPL user speaks."""
+    sizes = {what: len(serializer.dumps(msg)) for what, msg in _worst_messages().items()}
+    assert max(sizes.values()) < 0.9 * rpc.MAX_MESSAGE_BYTES, sizes
+
+
+def test_configure_sets_the_message_limit_of_every_market_process(monkeypatch):
+    import Pyro5
+    monkeypatch.setattr(Pyro5.config, "MAX_MESSAGE_SIZE", 2**30)
+    rpc.configure()
+    assert Pyro5.config.MAX_MESSAGE_SIZE == rpc.MAX_MESSAGE_BYTES == 4 * 2**20
