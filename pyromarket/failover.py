@@ -81,7 +81,9 @@ class Failover:
             for n in self.monitor.due(now):
                 ok = self._ping(n)
                 if not ok:
-                    self.log(f"Trader {self.me} got no answer to a heartbeat from Trader {n}")
+                    self.log(f"Trader {self.me} got no answer to a heartbeat from Trader {n}"
+                             + (" (it may still be starting; not counted)"
+                                if self.monitor.starting(n, now) else ""))
                 if self.monitor.record(n, ok, now):
                     self.take_over(n)
             self._autoscale(now)

@@ -4,9 +4,10 @@ Every `interval_s` a trader asks each other live trader "are you there?" (a ping
 its own deadline). `misses` consecutive failures declare that trader dead, once; a
 success resets its count. So a dead trader is declared after at most
 misses x interval_s + timeout_s. A trader that has not answered yet (it may still be
-starting) is given `grace_s` before its misses count. `paused(now)` notices that this process itself did
-not run for longer than that window (SIGSTOP, a long stall): the others may have
-declared *it* dead meanwhile, so it must check before it acts as a trader again.
+starting) is given `grace_s` before its misses count (`starting`). `paused(now)` notices
+that this process itself did not run for longer than that window (SIGSTOP, a long
+stall): the others may have declared *it* dead meanwhile, so it must check before it
+acts as a trader again.
 """
 
 from __future__ import annotations
@@ -52,13 +53,18 @@ class HeartbeatMonitor:
         gap, self._last_tick = now - self._last_tick, now
         return gap > self.detection_bound_s
 
+    def starting(self, other: int, now: float) -> bool:
+        """True while `other` has never answered and the grace period lasts: a miss from
+        it now does not count."""
+        return other not in self._answered and now < self._grace_until
+
     def record(self, other: int, ok: bool, now: float) -> bool:
         """Record one ping outcome; True exactly when it makes `other` newly dead."""
         if other in self.dead or other not in self._missed:
             return False
         if ok:
             self._answered.add(other)
-        elif other not in self._answered and now < self._grace_until:
+        elif self.starting(other, now):
             return False                       # not up yet: too early to count
         self._missed[other] = 0 if ok else self._missed[other] + 1
         if self._missed[other] >= self.misses:

@@ -40,14 +40,17 @@ def test_a_new_trader_is_watched():
 
 def test_a_trader_still_starting_gets_a_grace_period():
     m = HeartbeatMonitor([2], interval_s=0.2, timeout_s=0.2, misses=2, now=0.0, grace_s=5.0)
+    assert m.starting(2, 0.2)
     assert [m.record(2, False, t) for t in (0.2, 0.4, 0.6)] == [False, False, False]
     assert m.dead == set()
+    assert not m.starting(2, 5.2)
     assert [m.record(2, False, t) for t in (5.2, 5.4)] == [False, True]     # grace is over
 
 
 def test_after_its_first_answer_a_trader_gets_no_grace():
     m = HeartbeatMonitor([2], interval_s=0.2, timeout_s=0.2, misses=2, now=0.0, grace_s=5.0)
     m.record(2, True, 0.2)
+    assert not m.starting(2, 0.4)
     assert [m.record(2, False, t) for t in (0.4, 0.6)] == [False, True]
 
 
