@@ -20,7 +20,7 @@ KINDS = ("buy", "sell")
 MAX_ID_LEN = 128          # a request_id, an origin or a client name
 MAX_PRODUCT_LEN = 64      # a product's name, set in the config
 MAX_PRODUCTS = 1_000      # products one market trades, so an inventory fits one message
-MAX_BATCH_ORDERS = 1_000  # the most orders one warehouse call carries; caps warehouse.batch_max
+MAX_BATCH_ORDERS = 500    # the most orders one warehouse call carries; caps warehouse.batch_max
 MAX_EPOCH = 2**31 - 1     # epochs count trader joins; the ledger stores them as SQLite ints
 # SQLite stores 64-bit ints: past 2**63 - 1 an UPDATE fails, and with it the whole batch.
 MAX_QUANTITY = 2**31 - 1  # the most `max_quantity` may allow in one order

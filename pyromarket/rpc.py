@@ -20,7 +20,10 @@ that bite live in one place:
     REPL user with Pyro5's defaults is answered in serpent;
   * no message may exceed `MAX_MESSAGE_BYTES`, in either direction: a server refuses a
     larger one from its header, before reading it (Pyro5 allows 1 GiB, and one 300 MB
-    call kept a trader busy long enough to be declared dead); listings come in pages.
+    call kept a trader busy long enough to be declared dead); listings come in pages;
+  * a server decodes only what it can decode in bounded time: json, and serpent up to
+    `SERPENT_MAX_BYTES`; it refuses marshal, whose decoder trusts the lengths it reads
+    (`guard_serializers`).
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from typing import Any, Callable, Iterator
 import Pyro5.api
 import Pyro5.core
 import Pyro5.errors
+import Pyro5.serializers
 import Pyro5.server
-from Pyro5.serializers import SerializerBase
+from Pyro5.serializers import SerializerBase, SerpentSerializer
 
 from . import errors
 from .errors import InvalidRequest, MarketError, Unavailable
@@ -50,7 +54,7 @@ __all__ = [
     "Server", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
-    "MAX_MESSAGE_BYTES",
+    "MAX_MESSAGE_BYTES", "SERPENT_MAX_BYTES", "guard_serializers",
 ]
 
 WAREHOUSE_NAME = "market.warehouse"
@@ -63,10 +67,16 @@ CommunicationError = Pyro5.errors.CommunicationError
 # keeps as they are. (Timed in-process with timeit on Pyro5's own serializer objects.)
 SERIALIZER = "json"
 # The largest message any market process sends or accepts. The market's own messages are
-# far smaller (a buy is about 200 bytes; a full ledger page at worst about 2.9 MB, see
-# warehouse.LEDGER_PAGE_MAX). Measured on a trader under load: a 16 MB call took 0.2 s and
-# missed no heartbeat; 64 and 128 MB calls each made the other trader miss heartbeats.
-MAX_MESSAGE_BYTES = 4 * 2**20
+# far smaller (a buy is about 200 bytes; a full ledger page at worst about 0.75 MB, see
+# warehouse.LEDGER_PAGE_MAX). Pyro5 allows 1 GiB: one 300 MB call kept a trader busy for
+# 16 s, and the other trader declared it dead. Measured (CPU time, this machine): the
+# costliest 1 MB of json to decode (a list of empty lists) takes 0.07 s, 4 MB 0.48 s,
+# against a heartbeat window of 0.8 s.
+MAX_MESSAGE_BYTES = 2**20
+# Serpent (a REPL's default) parses with ast.literal_eval: up to 2.5 ms of CPU a KB,
+# holding the GIL (a 1 MB list of small lists took 2.6 s). A server takes serpent
+# messages of up to 64 KB (at most about 0.15 s); the market's own processes speak json.
+SERPENT_MAX_BYTES = 64 * 2**10
 expose = Pyro5.server.expose
 log = logging.getLogger("pyromarket.rpc")
 
@@ -100,6 +110,55 @@ def configure(threadpool_size: int = 80) -> None:
     cfg.MAX_MESSAGE_SIZE = MAX_MESSAGE_BYTES
     cfg.DETAILED_TRACEBACK = False
     register_errors()
+
+
+class _CappedSerpent(SerpentSerializer):
+    """Serpent, refusing a message too long to parse in bounded time (SERPENT_MAX_BYTES)."""
+
+    def loads(self, data):
+        return super().loads(self._capped(data))
+
+    def loadsCall(self, data):
+        return super().loadsCall(self._capped(data))
+
+    @staticmethod
+    def _capped(data):
+        if len(data) > SERPENT_MAX_BYTES:
+            raise Pyro5.errors.SerializeError(
+                f"a serpent message may be at most {SERPENT_MAX_BYTES} bytes here, got "
+                f"{len(data)}; send it in json (Pyro5.config.SERIALIZER = 'json'), up to "
+                f"{MAX_MESSAGE_BYTES} bytes")
+        return data
+
+
+class _Refused:
+    """A serializer a market server will not decode: marshal (and msgpack, if installed).
+    Marshal's decoder trusts the lengths it reads: a 6-byte message that claims a tuple
+    of 2**31 - 1 items took 77 s of CPU and 16 GB before it failed. Replies are still
+    encoded, so the refusal reaches such a client as an error it can read."""
+
+    def loads(self, data):
+        raise Pyro5.errors.SerializeError(self._refusal())
+
+    def loadsCall(self, data):
+        raise Pyro5.errors.SerializeError(self._refusal())
+
+    def _refusal(self) -> str:
+        return (f"this market does not accept the {self.__class__.__name__[len('Refused'):]} "
+                f"serializer; use json or serpent")
+
+
+def guard_serializers() -> None:
+    """In a process that serves: decode json, serpent only up to SERPENT_MAX_BYTES, and
+    nothing else. Pyro5 picks a message's decoder by the id its sender put in it."""
+    for name, ser in list(Pyro5.serializers.serializers.items()):
+        if name == "json" or isinstance(ser, (_CappedSerpent, _Refused)):
+            continue
+        cls = type(ser)
+        guarded = (_CappedSerpent() if name == "serpent" else
+                   type(f"Refused{name}", (_Refused, cls), {})())
+        Pyro5.serializers.serializers[name] = guarded
+        Pyro5.serializers.serializers_by_id[guarded.serializer_id] = guarded
 
 
 def register_errors() -> None:
@@ -388,6 +447,7 @@ class Server:
 
     def __init__(self, host: str, port: int):
         """Bind host:port now; raises PortInUse if another process holds it."""
+        guard_serializers()
         try:
             with translated(f"bind {host}:{port}"):
                 self.daemon = Pyro5.server.Daemon(host=host, port=port)

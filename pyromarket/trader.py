@@ -34,7 +34,7 @@ __all__ = ["Trader", "WarehouseLink", "make_inventory", "STAT_KEYS", "DENIALS_PA
 # The most denials one call returns; each is [time, product, qty], at most about 300 bytes
 # (a product's name is at most MAX_PRODUCT_LEN characters), so a full page stays under
 # rpc.MAX_MESSAGE_BYTES (tests/unit/test_wire.py encodes one).
-DENIALS_PAGE_MAX = 10_000
+DENIALS_PAGE_MAX = 2_000
 
 
 class WarehouseLink:

@@ -28,10 +28,9 @@ __all__ = ["Warehouse", "main", "LEDGER_PAGE_MAX"]
 
 # The most ledger rows one call returns. A row holds two labels of up to MAX_ID_LEN
 # characters and a product name, at most 4 bytes a character in UTF-8, so about 1.5 KB at
-# worst: a full page (2.9 MB) stays
-# under rpc.MAX_MESSAGE_BYTES (tests/unit/test_wire.py encodes one). Read more with
-# Market.ledger_rows, which pages.
-LEDGER_PAGE_MAX = 2_000
+# worst: a full page (0.73 MB) stays under rpc.MAX_MESSAGE_BYTES (tests/unit/test_wire.py
+# encodes one). Market.ledger_rows reads any number of rows, a page at a time.
+LEDGER_PAGE_MAX = 500
 
 
 class Warehouse:

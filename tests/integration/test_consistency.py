@@ -139,6 +139,26 @@ def test_a_message_over_the_size_limit_is_refused_from_its_header(start_market, 
         assert w.inventory()["salt"]["stock"] == before["salt"]["stock"] - 1
 
 
+def test_a_server_decodes_json_and_short_serpent_and_refuses_marshal(start_market):
+    """Pyro5 decodes a message with whatever serializer its sender names. Marshal trusts
+    the lengths it reads (six bytes cost 77 s and 16 GB), and serpent parses slowly, so a
+    market server refuses marshal and serpent over rpc.SERPENT_MAX_BYTES, with an error
+    the client can read, and serves the same client's next call."""
+    market = start_market(QUIET, 2)
+    with market.trader(1) as t, market.warehouse() as w:
+        for proxy in (t, w):
+            proxy._pyroSerializer = "marshal"
+            with pytest.raises(Pyro5.errors.CommunicationError, match="does not accept the marshal"):
+                proxy.lookup("salt")
+            proxy._pyroSerializer = "serpent"
+            with pytest.raises(Pyro5.errors.SerializeError, match="serpent message may be at most"):
+                proxy.lookup("x" * rpc.SERPENT_MAX_BYTES)
+            with pytest.raises(UnknownProduct):
+                proxy.lookup("x" * (rpc.SERPENT_MAX_BYTES - 1000))
+            assert proxy.lookup("salt")["product"] == "salt"
+        assert t.buy("salt", 1)["outcome"] == "shipped"
+
+
 def test_only_the_remote_surface_is_callable(start_market):
     """The objects' own helpers (Warehouse.close stops its commits, Trader.retire steps
     down for good) were callable by anyone who could reach the port."""

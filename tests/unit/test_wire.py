@@ -252,4 +252,35 @@ def test_configure_sets_the_message_limit_of_every_market_process(monkeypatch):
     import Pyro5
     monkeypatch.setattr(Pyro5.config, "MAX_MESSAGE_SIZE", 2**30)
     rpc.configure()
-    assert Pyro5.config.MAX_MESSAGE_SIZE == rpc.MAX_MESSAGE_BYTES == 4 * 2**20
+    assert Pyro5.config.MAX_MESSAGE_SIZE == rpc.MAX_MESSAGE_BYTES == 2**20
+
+
+def test_a_serving_process_decodes_json_and_short_serpent_only(monkeypatch):
+    """Pyro5 picks a message's decoder by the id its sender put in it. Marshal trusts the
+    lengths it reads (6 bytes claiming a 2**31-item tuple cost 77 s and 16 GB), and
+    serpent's parser takes up to 2.5 ms a KB, so a server decodes json, serpent up to
+    SERPENT_MAX_BYTES, and nothing else."""
+    import Pyro5.errors
+    import Pyro5.serializers as pyro_serializers
+    monkeypatch.setattr(pyro_serializers, "serializers", dict(pyro_serializers.serializers))
+    monkeypatch.setattr(pyro_serializers, "serializers_by_id",
+                        dict(pyro_serializers.serializers_by_id))
+    rpc.guard_serializers()
+    rpc.guard_serializers()                                 # twice is the same as once
+    by_name = pyro_serializers.serializers
+    assert type(by_name["json"]) is JsonSerializer
+    assert {ser.serializer_id: ser for ser in by_name.values()} == pyro_serializers.serializers_by_id
+    marshal = by_name["marshal"]
+    with pytest.raises(Pyro5.errors.SerializeError, match="does not accept the marshal serializer"):
+        marshal.loadsCall(marshal.dumpsCall("market.trader", "lookup", ("salt",), {}))
+    with pytest.raises(Pyro5.errors.SerializeError, match="does not accept the marshal"):
+        marshal.loads(b"(\xff\xff\xff\x7fN")                # never decoded
+    assert marshal.dumps({"outcome": "x"})                   # its refusals still go out
+    serpent = by_name["serpent"]
+    call = serpent.dumpsCall("market.trader", "lookup", ("x" * (rpc.SERPENT_MAX_BYTES - 200),), {})
+    assert serpent.loadsCall(call)[1] == "lookup"
+    big = serpent.dumpsCall("market.trader", "lookup", ("x" * rpc.SERPENT_MAX_BYTES,), {})
+    with pytest.raises(Pyro5.errors.SerializeError, match="at most 65536 bytes"):
+        serpent.loadsCall(big)
+    with pytest.raises(Pyro5.errors.SerializeError, match="at most 65536 bytes"):
+        serpent.loads(big)
