@@ -23,7 +23,8 @@ that bite live in one place:
     call kept a trader busy long enough to be declared dead); listings come in pages;
   * a server decodes only what it can decode in bounded time: json, and serpent up to
     `SERPENT_MAX_BYTES`; it refuses marshal, whose decoder trusts the lengths it reads
-    (`guard_serializers`).
+    (`guard_serializers`); a compressed message may not inflate past the size limit
+    either (`_BoundedMessage`).
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ import logging
 import threading
 import time
 import weakref
+import zlib
 from typing import Any, Callable, Iterator
 
 import Pyro5.api
 import Pyro5.core
 import Pyro5.errors
+import Pyro5.protocol
 import Pyro5.serializers
 import Pyro5.server
 from Pyro5.serializers import SerializerBase, SerpentSerializer
@@ -70,8 +73,9 @@ SERIALIZER = "json"
 # far smaller (a buy is about 200 bytes; a full ledger page at worst about 0.75 MB, see
 # warehouse.LEDGER_PAGE_MAX). Pyro5 allows 1 GiB: one 300 MB call kept a trader busy for
 # 16 s, and the other trader declared it dead. Measured (CPU time, this machine): the
-# costliest 1 MB of json to decode (a list of empty lists) takes 0.07 s, 4 MB 0.48 s,
-# against a heartbeat window of 0.8 s.
+# costliest 1 MB of json to decode (a list of empty lists) takes 0.34 s in Pyro5, 0.07 s
+# of it in json's C parser, which holds the GIL throughout (4 MB: 0.48 s), against a
+# heartbeat window of 0.8 s.
 MAX_MESSAGE_BYTES = 2**20
 # Serpent (a REPL's default) parses with ast.literal_eval: up to 2.5 ms of CPU a KB,
 # holding the GIL (a 1 MB list of small lists took 2.6 s). A server takes serpent
@@ -108,8 +112,28 @@ def configure(threadpool_size: int = 80) -> None:
     cfg.SOCK_NODELAY = True
     cfg.SERIALIZER = SERIALIZER
     cfg.MAX_MESSAGE_SIZE = MAX_MESSAGE_BYTES
+    Pyro5.protocol.ReceivingMessage = _BoundedMessage   # recv_stub builds every message
     cfg.DETAILED_TRACEBACK = False
     register_errors()
+
+
+class _BoundedMessage(Pyro5.protocol.ReceivingMessage):
+    """Pyro5's received message, whose compressed payload may inflate to MAX_MESSAGE_BYTES
+    at most. Pyro5 inflates it with no bound: zlib reaches about 1000 to 1, so a message
+    within the limit could become 1 GB to decode. The market never compresses; a client
+    that does is served within the limit."""
+
+    def add_payload(self, payload) -> None:
+        compressed = self.flags & Pyro5.protocol.FLAGS_COMPRESSED
+        self.flags &= ~Pyro5.protocol.FLAGS_COMPRESSED
+        super().add_payload(payload)
+        if compressed:
+            inflater = zlib.decompressobj()
+            data = inflater.decompress(self.data, MAX_MESSAGE_BYTES)
+            if inflater.unconsumed_tail or not inflater.eof:
+                raise Pyro5.errors.ProtocolError(
+                    f"a compressed message must inflate to at most {MAX_MESSAGE_BYTES} bytes")
+            self.data, self.data_size = data, len(data)
 
 
 class _CappedSerpent(SerpentSerializer):

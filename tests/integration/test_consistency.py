@@ -121,7 +121,8 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
 def test_a_message_over_the_size_limit_is_refused_from_its_header(start_market, monkeypatch):
     """Pyro5 reads messages of up to 1 GiB. One 300 MB call kept a trader busy for 16 s,
     so the other trader declared it dead. Every market server now refuses a message larger
-    than rpc.MAX_MESSAGE_BYTES before reading it, and a market client never sends one."""
+    than rpc.MAX_MESSAGE_BYTES before reading it, or one that would inflate past it, and a
+    market client never sends one."""
     market = start_market(QUIET, 2)
     too_big = "x" * rpc.MAX_MESSAGE_BYTES
     with market.trader(1) as t, market.warehouse() as w:
@@ -135,6 +136,12 @@ def test_a_message_over_the_size_limit_is_refused_from_its_header(start_market, 
                 proxy.lookup(too_big)                     # the server's limit
             with pytest.raises(UnknownProduct):
                 proxy.lookup(too_big[:rpc.MAX_MESSAGE_BYTES - 1000])   # just under: served
+        monkeypatch.setattr(Pyro5.config, "COMPRESSION", True)   # zlib: about 1000 to 1
+        for proxy in (t, w):
+            with pytest.raises(Pyro5.errors.CommunicationError):
+                proxy.lookup(" " * 2 * rpc.MAX_MESSAGE_BYTES)   # sent as a few KB
+            with pytest.raises(UnknownProduct):
+                proxy.lookup("x" * 5000)                  # compressed, and within the limit
         assert t.buy("salt", 1)["outcome"] == "shipped"   # a new connection is served
         assert w.inventory()["salt"]["stock"] == before["salt"]["stock"] - 1
 

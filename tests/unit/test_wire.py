@@ -284,3 +284,31 @@ def test_a_serving_process_decodes_json_and_short_serpent_only(monkeypatch):
         serpent.loadsCall(big)
     with pytest.raises(Pyro5.errors.SerializeError, match="at most 65536 bytes"):
         serpent.loads(big)
+
+
+def _received(message_data: bytes):
+    """Parse a message's bytes as a market process receives them (recv_stub's steps)."""
+    import Pyro5.protocol
+    size = Pyro5.protocol._header_size
+    msg = Pyro5.protocol.ReceivingMessage(message_data[:size])
+    msg.add_payload(message_data[size:])
+    return msg
+
+
+def test_a_compressed_message_may_not_inflate_past_the_size_limit(monkeypatch):
+    """zlib inflates about 1000 to 1, and Pyro5 inflates with no bound: a message within
+    the limit could become a gigabyte to decode."""
+    import Pyro5
+    import Pyro5.errors
+    import Pyro5.protocol
+    rpc.configure()
+    monkeypatch.setattr(Pyro5.config, "COMPRESSION", True)
+    fine = b"[" + b"1," * 50_000 + b"1]"
+    bomb = b" " * (rpc.MAX_MESSAGE_BYTES + 1)
+    for data in (fine, bomb):
+        sent = Pyro5.protocol.SendingMessage(Pyro5.protocol.MSG_INVOKE, 0, 1, 3, data)
+        assert sent.flags & Pyro5.protocol.FLAGS_COMPRESSED and len(sent.data) < 10_000
+    msg = _received(Pyro5.protocol.SendingMessage(Pyro5.protocol.MSG_INVOKE, 0, 1, 3, fine).data)
+    assert bytes(msg.data) == fine and msg.data_size == len(fine)
+    with pytest.raises(Pyro5.errors.ProtocolError, match="must inflate to at most 1048576 bytes"):
+        _received(Pyro5.protocol.SendingMessage(Pyro5.protocol.MSG_INVOKE, 0, 1, 3, bomb).data)
