@@ -3,8 +3,9 @@
     python -m nameserver --config conf/market.yaml
 
 This is the same as `pyro5-ns -n <host> -p <port> -x`; it only reads host and port from
-the config so they are written in one place, and refuses messages larger than every
-market process does (rpc.MAX_MESSAGE_BYTES). `python -m pyromarket.start` runs this
+the config so they are written in one place, and it bounds messages and decoders as
+every market server does (rpc.bound_messages, rpc.guard_serializers); a bare `pyro5-ns`
+keeps Pyro5's defaults. `python -m pyromarket.start` runs this
 itself when no name server answers.
 """
 
@@ -13,12 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import Pyro5
 import Pyro5.nameserver
 
-from pyromarket import config
+from pyromarket import config, rpc
 from pyromarket.process import port_in_use
-from pyromarket.rpc import MAX_MESSAGE_BYTES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: nameserver.port: {ns.host}:{ns.port} is already in use (a name server "
               f"already runs there, or another program holds the port)", file=sys.stderr)
         return 1
-    Pyro5.config.MAX_MESSAGE_SIZE = MAX_MESSAGE_BYTES     # as every market process
+    rpc.bound_messages()          # as every market server: bounded messages and decoders
+    rpc.guard_serializers()
     Pyro5.nameserver.main(["-n", ns.host, "-p", str(ns.port), "-x"])
     return 0
 

@@ -57,7 +57,7 @@ __all__ = [
     "Server", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
-    "MAX_MESSAGE_BYTES", "SERPENT_MAX_BYTES", "guard_serializers",
+    "MAX_MESSAGE_BYTES", "SERPENT_MAX_BYTES", "bound_messages", "guard_serializers",
 ]
 
 WAREHOUSE_NAME = "market.warehouse"
@@ -111,10 +111,16 @@ def configure(threadpool_size: int = 80) -> None:
     cfg.MAX_RETRIES = 0             # never re-run a call that may have had side effects
     cfg.SOCK_NODELAY = True
     cfg.SERIALIZER = SERIALIZER
-    cfg.MAX_MESSAGE_SIZE = MAX_MESSAGE_BYTES
-    Pyro5.protocol.ReceivingMessage = _BoundedMessage   # recv_stub builds every message
     cfg.DETAILED_TRACEBACK = False
+    bound_messages()
     register_errors()
+
+
+def bound_messages() -> None:
+    """No message over MAX_MESSAGE_BYTES, sent or received, and none that inflates past
+    it (the name server's launcher calls this too)."""
+    Pyro5.config.MAX_MESSAGE_SIZE = MAX_MESSAGE_BYTES
+    Pyro5.protocol.ReceivingMessage = _BoundedMessage   # recv_stub builds every message
 
 
 class _BoundedMessage(Pyro5.protocol.ReceivingMessage):
@@ -167,9 +173,10 @@ class _Refused:
     def loadsCall(self, data):
         raise Pyro5.errors.SerializeError(self._refusal())
 
+    name = "?"
+
     def _refusal(self) -> str:
-        return (f"this market does not accept the {self.__class__.__name__[len('Refused'):]} "
-                f"serializer; use json or serpent")
+        return f"this market does not accept the {self.name} serializer; use json or serpent"
 
 
 def guard_serializers() -> None:
@@ -178,9 +185,8 @@ def guard_serializers() -> None:
     for name, ser in list(Pyro5.serializers.serializers.items()):
         if name == "json" or isinstance(ser, (_CappedSerpent, _Refused)):
             continue
-        cls = type(ser)
         guarded = (_CappedSerpent() if name == "serpent" else
-                   type(f"Refused{name}", (_Refused, cls), {})())
+                   type(f"Refused{name}", (_Refused, type(ser)), {"name": name})())
         Pyro5.serializers.serializers[name] = guarded
         Pyro5.serializers.serializers_by_id[guarded.serializer_id] = guarded
 

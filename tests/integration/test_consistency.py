@@ -149,10 +149,16 @@ def test_a_message_over_the_size_limit_is_refused_from_its_header(start_market, 
 def test_a_server_decodes_json_and_short_serpent_and_refuses_marshal(start_market):
     """Pyro5 decodes a message with whatever serializer its sender names. Marshal trusts
     the lengths it reads (six bytes cost 77 s and 16 GB), and serpent parses slowly, so a
-    market server refuses marshal and serpent over rpc.SERPENT_MAX_BYTES, with an error
-    the client can read, and serves the same client's next call."""
+    market server (the launcher's name server too) refuses marshal and serpent over
+    rpc.SERPENT_MAX_BYTES, with an error the client can read, and serves the same
+    client's next call."""
     market = start_market(QUIET, 2)
-    with market.trader(1) as t, market.warehouse() as w:
+    ns = f"PYRO:Pyro.NameServer@127.0.0.1:{market.cfg.nameserver.port}"   # python -m nameserver
+    with market.trader(1) as t, market.warehouse() as w, rpc.proxy(ns, 5.0) as n:
+        assert rpc.WAREHOUSE_NAME in n.list()
+        with pytest.raises(Pyro5.errors.CommunicationError, match="does not accept the marshal"):
+            n._pyroSerializer = "marshal"
+            n.list()
         for proxy in (t, w):
             proxy._pyroSerializer = "marshal"
             with pytest.raises(Pyro5.errors.CommunicationError, match="does not accept the marshal"):
