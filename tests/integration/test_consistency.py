@@ -156,8 +156,8 @@ def test_a_server_decodes_json_and_short_serpent_and_refuses_marshal(start_marke
     ns = f"PYRO:Pyro.NameServer@127.0.0.1:{market.cfg.nameserver.port}"   # python -m nameserver
     with market.trader(1) as t, market.warehouse() as w, rpc.proxy(ns, 5.0) as n:
         assert rpc.WAREHOUSE_NAME in n.list()
+        n._pyroSerializer = "marshal"
         with pytest.raises(Pyro5.errors.CommunicationError, match="does not accept the marshal"):
-            n._pyroSerializer = "marshal"
             n.list()
         for proxy in (t, w):
             proxy._pyroSerializer = "marshal"
