@@ -70,7 +70,7 @@ CommunicationError = Pyro5.errors.CommunicationError
 # keeps as they are. (Timed in-process with timeit on Pyro5's own serializer objects.)
 SERIALIZER = "json"
 # The largest message any market process sends or accepts. The market's own messages are
-# far smaller (a buy is about 200 bytes; a full ledger page at worst about 0.75 MB, see
+# far smaller (a buy is about 200 bytes; a full ledger page at worst about 0.73 MB, see
 # warehouse.LEDGER_PAGE_MAX). Pyro5 allows 1 GiB: one 300 MB call kept a trader busy for
 # 16 s, and the other trader declared it dead. Measured (CPU time, this machine): the
 # costliest 1 MB of json to decode (a list of empty lists) takes 0.34 s in Pyro5, 0.07 s
@@ -166,14 +166,13 @@ class _Refused:
     Marshal's decoder trusts the lengths it reads: a 6-byte message that claims a tuple
     of 2**31 - 1 items took 77 s of CPU and 16 GB before it failed. Replies are still
     encoded, so the refusal reaches such a client as an error it can read."""
+    name = "?"                      # set per serializer by guard_serializers
 
     def loads(self, data):
         raise Pyro5.errors.SerializeError(self._refusal())
 
     def loadsCall(self, data):
         raise Pyro5.errors.SerializeError(self._refusal())
-
-    name = "?"
 
     def _refusal(self) -> str:
         return f"this market does not accept the {self.name} serializer; use json or serpent"

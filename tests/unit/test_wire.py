@@ -214,10 +214,10 @@ WIDE = "\U0001d54f"          # a printable character that takes 4 bytes in UTF-8
 
 
 def _worst_ledger_row() -> dict:
-    from pyromarket.orders import MAX_EPOCH, MAX_ID_LEN, MAX_PRODUCT_LEN, MAX_STOCK
+    from pyromarket.orders import MAX_EPOCH, MAX_ID_LEN, MAX_PRODUCT_LEN, MAX_QUANTITY, MAX_STOCK
     from pyromarket.store import LEDGER_COLUMNS
     row = {"seq": 2**63 - 1, "request_id": WIDE * MAX_ID_LEN, "kind": "sell",
-           "product": WIDE * MAX_PRODUCT_LEN, "qty": 2**31 - 1, "outcome": "unavailable",
+           "product": WIDE * MAX_PRODUCT_LEN, "qty": MAX_QUANTITY, "outcome": "unavailable",
            "stock_after": MAX_STOCK, "version": 2**63 - 1, "ts": 1795558817.588691,
            "origin": WIDE * MAX_ID_LEN, "epoch": MAX_EPOCH}
     assert tuple(row) == LEDGER_COLUMNS
@@ -226,13 +226,13 @@ def _worst_ledger_row() -> dict:
 
 def _worst_messages() -> dict:
     from pyromarket.orders import (MAX_BATCH_ORDERS, MAX_EPOCH, MAX_ID_LEN, MAX_PRODUCT_LEN,
-                                   MAX_PRODUCTS)
+                                   MAX_PRODUCTS, MAX_QUANTITY)
     from pyromarket.trader import DENIALS_PAGE_MAX
     from pyromarket.warehouse import LEDGER_PAGE_MAX
     product = WIDE * MAX_PRODUCT_LEN
-    order = ("sell", product, 2**31 - 1, WIDE * MAX_ID_LEN, WIDE * MAX_ID_LEN, MAX_EPOCH)
+    order = ("sell", product, MAX_QUANTITY, WIDE * MAX_ID_LEN, WIDE * MAX_ID_LEN, MAX_EPOCH)
     return {"ledger page": [_worst_ledger_row()] * LEDGER_PAGE_MAX,
-            "denials page": [[1795558817.588691, product, 2**31 - 1]] * DENIALS_PAGE_MAX,
+            "denials page": [[1795558817.588691, product, MAX_QUANTITY]] * DENIALS_PAGE_MAX,
             "apply batch": [list(order)] * MAX_BATCH_ORDERS,
             "apply reply": [["error", "InvalidRequest", "x" * 300]] * MAX_BATCH_ORDERS,
             "inventory": {f"{WIDE * (MAX_PRODUCT_LEN - 4)}{i:04}":
@@ -269,7 +269,8 @@ def test_a_serving_process_decodes_json_and_short_serpent_only(monkeypatch):
     rpc.guard_serializers()                                 # twice is the same as once
     by_name = pyro_serializers.serializers
     assert type(by_name["json"]) is JsonSerializer
-    assert {ser.serializer_id: ser for ser in by_name.values()} == pyro_serializers.serializers_by_id
+    by_id = {ser.serializer_id: ser for ser in by_name.values()}
+    assert by_id == pyro_serializers.serializers_by_id
     marshal = by_name["marshal"]
     with pytest.raises(Pyro5.errors.SerializeError, match="does not accept the marshal serializer"):
         marshal.loadsCall(marshal.dumpsCall("market.trader", "lookup", ("salt",), {}))
