@@ -3,10 +3,10 @@
     python -m nameserver --config conf/market.yaml
 
 This is the same as `pyro5-ns -n <host> -p <port> -x`; it only reads host and port from
-the config so they are written in one place, and it bounds messages and decoders as
-every market server does (rpc.bound_messages, rpc.guard_serializers); a bare `pyro5-ns`
-keeps Pyro5's defaults. `python -m pyromarket.start` runs this
-itself when no name server answers.
+the config so they are written in one place, and it bounds messages, decoders and
+handshakes as every market server does (rpc.bound_messages, rpc.guard_serializers,
+rpc.bound_handshakes); a bare `pyro5-ns` keeps Pyro5's defaults. `python -m
+pyromarket.start` runs this itself when no name server answers.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: nameserver.port: {ns.host}:{ns.port} is already in use (a name server "
               f"already runs there, or another program holds the port)", file=sys.stderr)
         return 1
-    rpc.bound_messages()          # as every market server: bounded messages and decoders
+    # as every market server: bounded messages, decoders and handshakes
+    rpc.bound_messages()
     rpc.guard_serializers()
+    rpc.bound_handshakes()
     Pyro5.nameserver.main(["-n", ns.host, "-p", str(ns.port), "-x"])
     return 0
 

@@ -24,7 +24,10 @@ that bite live in one place:
   * a server decodes only what it can decode in bounded time: json, and serpent up to
     `SERPENT_MAX_BYTES`; it refuses marshal, whose decoder trusts the lengths it reads
     (`guard_serializers`); a compressed message may not inflate past the size limit
-    either (`_BoundedMessage`).
+    either (`_BoundedMessage`);
+  * a client must finish its connect handshake within `HANDSHAKE_TIMEOUT_S` or it is
+    dropped (`bound_handshakes`): Pyro5 waits on it forever, holding a worker, and when
+    every worker is busy its accept loop itself waits on it and accepts nobody.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import errno
 import functools
 import inspect
 import logging
+import socket
 import threading
 import time
 import weakref
@@ -58,6 +62,7 @@ __all__ = [
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
     "MAX_MESSAGE_BYTES", "SERPENT_MAX_BYTES", "bound_messages", "guard_serializers",
+    "HANDSHAKE_TIMEOUT_S", "DENIAL_TIMEOUT_S", "bound_handshakes",
 ]
 
 WAREHOUSE_NAME = "market.warehouse"
@@ -81,6 +86,16 @@ MAX_MESSAGE_BYTES = 2**20
 # holding the GIL (a 1 MB list of small lists took 2.6 s). A server takes serpent
 # messages of up to 64 KB (at most about 0.15 s); the market's own processes speak json.
 SERPENT_MAX_BYTES = 64 * 2**10
+# A new connection's first message, the handshake, must arrive in full within this long
+# (every market client sends it as soon as it connects). Pyro5 reads it with the server's
+# COMMTIMEOUT, 0 here (no limit), so a connection that never sent it (a port scan, `nc`,
+# a client that hung mid-connect) held one of the worker threads for good.
+HANDSHAKE_TIMEOUT_S = 2.0
+# When every worker is busy, Pyro5 refuses a new connection from its accept loop, after
+# reading its handshake so the refusal can say why. Measured on a trader: 64 silent
+# connections, and the accept loop waited on the 65th; no new connection was accepted
+# until they closed. That wait blocks everyone, so it is the shorter one.
+DENIAL_TIMEOUT_S = 0.25
 expose = Pyro5.server.expose
 log = logging.getLogger("pyromarket.rpc")
 
@@ -188,6 +203,55 @@ def guard_serializers() -> None:
                    type(f"Refused{name}", (_Refused, type(ser)), {"name": name})())
         Pyro5.serializers.serializers[name] = guarded
         Pyro5.serializers.serializers_by_id[guarded.serializer_id] = guarded
+
+
+_pyro_handshake = Pyro5.server.Daemon._handshake
+
+
+def bound_handshakes() -> None:
+    """In a process that serves: drop a connection whose handshake is not in within
+    HANDSHAKE_TIMEOUT_S (DENIAL_TIMEOUT_S when it is only read to be refused). Patches
+    Pyro5's Daemon, so Pyro5's own name server daemon gets it too."""
+    Pyro5.server.Daemon._handshake = _bounded_handshake
+
+
+def _bounded_handshake(daemon, conn, denied_reason=None) -> bool:
+    deadline = _Deadline(conn.sock, DENIAL_TIMEOUT_S if denied_reason else HANDSHAKE_TIMEOUT_S)
+    try:
+        ok = _pyro_handshake(daemon, conn, denied_reason)
+    finally:
+        in_time = deadline.cancel()
+    return ok and in_time
+
+
+class _Deadline:
+    """Shuts a socket down, which ends a read blocked on it in another thread, unless
+    cancelled within `seconds`. A total bound: a client that sends one byte now and then
+    is dropped as surely as a silent one."""
+
+    def __init__(self, sock: socket.socket, seconds: float):
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._state = "running"
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> bool:
+        """Stop the timer; False if the deadline had already passed."""
+        self._timer.cancel()
+        with self._lock:
+            if self._state == "running":
+                self._state = "cancelled"
+            return self._state == "cancelled"
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "expired"
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
 
 
 def register_errors() -> None:
@@ -477,6 +541,7 @@ class Server:
     def __init__(self, host: str, port: int):
         """Bind host:port now; raises PortInUse if another process holds it."""
         guard_serializers()
+        bound_handshakes()
         try:
             with translated(f"bind {host}:{port}"):
                 self.daemon = Pyro5.server.Daemon(host=host, port=port)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import Pyro5
@@ -170,6 +172,67 @@ def test_a_server_decodes_json_and_short_serpent_and_refuses_marshal(start_marke
                 proxy.lookup("x" * (rpc.SERPENT_MAX_BYTES - 1000))
             assert proxy.lookup("salt")["product"] == "salt"
         assert t.buy("salt", 1)["outcome"] == "shipped"
+
+
+def test_a_connection_that_never_finishes_its_handshake_is_dropped(start_market):
+    """Pyro5 waits forever for a new connection's handshake (COMMTIMEOUT is 0 on the
+    servers), holding a worker; once every worker was taken, its accept loop waited on the
+    next silent connection itself and accepted nobody (measured on a trader: a fresh call
+    timed out until the silent sockets closed). Every market server, and the launcher's
+    name server, drops such a connection within rpc.HANDSHAKE_TIMEOUT_S, one that sends a
+    byte now and then too, and then serves a new client."""
+    market = start_market(QUIET, 2)
+    ns, wh = market.cfg.nameserver, market.cfg.warehouse
+    trader_uri = market.traders()[1]
+    ns_uri = f"PYRO:Pyro.NameServer@{ns.host}:{ns.port}"
+    servers = {  # what: (host:port, a new client's call)
+        "trader 1": (rpc.location(trader_uri), lambda: _call(trader_uri, "lookup", "salt")),
+        "the warehouse": (f"{wh.host}:{wh.port}", lambda: _call(
+            f"PYRO:{rpc.WAREHOUSE_NAME}@{wh.host}:{wh.port}", "lookup", "salt")),
+        "the name server": (f"{ns.host}:{ns.port}", lambda: _call(ns_uri, "list")),
+    }
+    for what, (address, fresh_call) in servers.items():
+        host, port = address.rsplit(":", 1)
+        silent = [socket.create_connection((host, int(port)), timeout=5)
+                  for _ in range(market.cfg.rpc.threadpool_size + 2)]   # more than its workers
+        dribbler = socket.create_connection((host, int(port)), timeout=5)
+        header = b"PYRO\x05\x02" + bytes(34)      # a valid start, then a byte every 0.2 s
+        sent = 0
+        try:
+            for s in (*silent, dribbler):
+                s.setblocking(False)
+
+            def dropped() -> bool:
+                nonlocal sent
+                if _open(dribbler):
+                    dribbler.send(header[sent:sent + 1])
+                    sent += 1
+                    time.sleep(0.2)
+                return not any(_open(s) for s in (*silent, dribbler))
+            wait_until(dropped, 30, f"{what} to drop connections that never finish a handshake",
+                       interval_s=0)
+            assert sent < len(header), f"{what} waited for the dribbler's whole header"
+        finally:
+            for s in (*silent, dribbler):
+                s.close()
+        assert fresh_call(), f"{what} did not serve a new client"
+    with market.trader(1) as t:
+        assert t.buy("salt", 1)["outcome"] == "shipped"
+
+
+def _call(uri: str, method: str, *args):
+    with rpc.proxy(uri, 5.0) as p:
+        return getattr(p, method)(*args)
+
+
+def _open(sock: socket.socket) -> bool:
+    """Whether the other end still holds a non-blocking socket open (reads what it sent)."""
+    try:
+        return sock.recv(1024) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def test_only_the_remote_surface_is_callable(start_market):

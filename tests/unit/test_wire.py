@@ -1,5 +1,8 @@
 """What crosses the wire: order checks, error round trips through json and serpent, the remote guard."""
 
+import threading
+import types
+
 import pytest
 from Pyro5.serializers import JsonSerializer, SerpentSerializer
 
@@ -313,3 +316,57 @@ def test_a_compressed_message_may_not_inflate_past_the_size_limit(monkeypatch):
     assert bytes(msg.data) == fine and msg.data_size == len(fine)
     with pytest.raises(Pyro5.errors.ProtocolError, match="must inflate to at most 1048576 bytes"):
         _received(Pyro5.protocol.SendingMessage(Pyro5.protocol.MSG_INVOKE, 0, 1, 3, bomb).data)
+
+
+class _Socket:
+    """What a handshake deadline uses of a socket: shutdown, which wakes a blocked read."""
+
+    def __init__(self):
+        self.shut = threading.Event()
+
+    def shutdown(self, how):
+        self.shut.set()
+
+
+def test_a_handshake_deadline_cancelled_in_time_leaves_the_socket_alone():
+    sock = _Socket()
+    deadline = rpc._Deadline(sock, 60.0)
+    assert deadline.cancel() is True
+    assert deadline.cancel() is True                      # twice is the same as once
+    assert not sock.shut.is_set()
+
+
+def test_a_handshake_deadline_that_passes_shuts_the_socket_down():
+    sock = _Socket()
+    deadline = rpc._Deadline(sock, 0.01)
+    assert sock.shut.wait(10)
+    assert deadline.cancel() is False
+
+
+def test_a_handshake_in_time_passes_and_one_past_its_deadline_fails(monkeypatch):
+    """Pyro5's own handshake (stubbed) reads until the socket is shut down; the bound
+    turns a handshake that ends after its deadline into a refusal, and a refusal that
+    Pyro5 reads from its accept loop gets the shorter deadline."""
+    sock = _Socket()
+    conn = types.SimpleNamespace(sock=sock)
+    monkeypatch.setattr(rpc, "_pyro_handshake", lambda daemon, c, reason=None: True)
+    monkeypatch.setattr(rpc, "HANDSHAKE_TIMEOUT_S", 60.0)
+    assert rpc._bounded_handshake(None, conn) is True
+    monkeypatch.setattr(rpc, "_pyro_handshake",
+                        lambda daemon, c, reason=None: c.sock.shut.wait(10))
+    monkeypatch.setattr(rpc, "HANDSHAKE_TIMEOUT_S", 0.01)
+    assert rpc._bounded_handshake(None, conn) is False and sock.shut.is_set()
+    sock.shut.clear()
+    monkeypatch.setattr(rpc, "HANDSHAKE_TIMEOUT_S", 60.0)
+    monkeypatch.setattr(rpc, "DENIAL_TIMEOUT_S", 0.01)
+    assert rpc._bounded_handshake(None, conn, "no free workers") is False
+    assert sock.shut.is_set()
+
+
+def test_bound_handshakes_covers_pyro5s_name_server_daemon_too(monkeypatch):
+    import Pyro5.nameserver
+    import Pyro5.server
+    monkeypatch.setattr(Pyro5.server.Daemon, "_handshake", Pyro5.server.Daemon._handshake)
+    rpc.bound_handshakes()
+    assert Pyro5.server.Daemon._handshake is rpc._bounded_handshake
+    assert Pyro5.nameserver.NameServerDaemon._handshake is rpc._bounded_handshake
