@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
-from .orders import MAX_BATCH_ORDERS, MAX_PRODUCT_LEN, MAX_PRODUCTS, MAX_QUANTITY, MAX_STOCK
+from .orders import MAX_BATCH_ORDERS, MAX_PRODUCT_LEN, MAX_PRODUCTS, MAX_QUANTITY, MAX_STOCK, shown
 
 __all__ = [
     "Endpoint", "WarehouseConfig", "PeerConfig", "TraderConfig", "CacheConfig", "HeartbeatConfig",
@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 DEFAULT_PATH = "conf/market.yaml"
+# A config is a few KB; a bigger file is the wrong file (a log, a database), and PyYAML's
+# pure-Python parser reads about a MB a second.
+MAX_CONFIG_BYTES = 2**20
 ROLES = ("buyer", "seller")
 MODES = ("sync", "cached")
 SYNC_LEVELS = ("FULL", "NORMAL")
@@ -211,16 +214,17 @@ def _validate_products(cfg: MarketConfig) -> None:
                               f"message about it), got {name[:MAX_PRODUCT_LEN]!r}")
     for name, qty in cfg.warehouse.initial_stock.items():
         if name not in cfg.products:
-            raise ConfigError(f"warehouse.initial_stock.{name}: not in products")
+            raise ConfigError(f"warehouse.initial_stock.{_key(name)}: not in products")
         if not 0 <= qty <= MAX_STOCK:
-            raise ConfigError(f"warehouse.initial_stock.{name}: must be between 0 and {MAX_STOCK}")
+            raise ConfigError(f"warehouse.initial_stock.{_key(name)}: must be between 0 and "
+                              f"{MAX_STOCK}")
 
 
 def _check_address(key: str, host: str, port: int) -> None:
     if not host.strip():
         raise ConfigError(f"{key}.host: must name a host (an IP such as 127.0.0.1)")
     if not 1 <= port <= 65535:
-        raise ConfigError(f"{key}.port: must be a TCP port from 1 to 65535, got {port}")
+        raise ConfigError(f"{key}.port: must be a TCP port from 1 to 65535, got {shown(port)}")
 
 
 def _validate_peers(cfg: MarketConfig) -> None:
@@ -233,11 +237,11 @@ def _validate_peers(cfg: MarketConfig) -> None:
     for i, p in enumerate(cfg.peers):
         _check_address(f"peers[{i}]", p.host, p.port)
         if p.id < 1:
-            raise ConfigError(f"peers[{i}].id: must be a positive int, got {p.id}")
+            raise ConfigError(f"peers[{i}].id: must be a positive int, got {shown(p.id)}")
         if p.role not in ROLES:
-            raise ConfigError(f"peers[{i}].role: must be one of {ROLES}, got {p.role!r}")
+            raise ConfigError(f"peers[{i}].role: must be one of {ROLES}, got {shown(p.role)}")
         if p.id in ids:
-            raise ConfigError(f"peers[{i}].id: duplicate peer id {p.id}")
+            raise ConfigError(f"peers[{i}].id: duplicate peer id {shown(p.id)}")
         if (p.host, p.port) in addrs:
             raise ConfigError(f"peers[{i}].port: {p.host}:{p.port} already used by "
                               f"{addrs[(p.host, p.port)]}")
@@ -339,11 +343,12 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
         kt, vt = typing.get_args(hint)
         return types.MappingProxyType({_check_type(k, kt, f"{path} key"):
-                                       _check_type(v, vt, f"{path}.{k}") for k, v in value.items()})
+                                       _check_type(v, vt, f"{path}.{_key(k)}") for k, v in value.items()})
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{path}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{path}: expected {hint.__name__}, got {type(value).__name__} "
+                          f"{shown(value)}")
     return value
 
 
@@ -355,7 +360,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
     prefix = f"{path}." if path else ""
     for key in data:
         if key not in fields:
-            raise ConfigError(f"{prefix}{key}: unknown key (expected one of {sorted(fields)})")
+            raise ConfigError(f"{prefix}{_key(key)}: unknown key (expected one of {sorted(fields)})")
     kwargs = {}
     for name, f in fields.items():
         if name not in data:
@@ -364,6 +369,13 @@ def _build(cls: type, data: Any, path: str) -> Any:
             continue
         kwargs[name] = _check_type(data[name], hints[name], f"{prefix}{name}")
     return cls(**kwargs)
+
+
+def _key(key: Any) -> str:
+    """A mapping key as a message names it: as written if it is short printable text."""
+    if isinstance(key, str) and len(key) <= MAX_PRODUCT_LEN and key.isprintable():
+        return key
+    return shown(key)
 
 
 def from_dict(data: Any, source: str = "<dict>") -> MarketConfig:
@@ -392,8 +404,12 @@ class _StrictLoader(yaml.SafeLoader):
 def load(path: str | os.PathLike = DEFAULT_PATH) -> MarketConfig:
     """Read, parse and validate a YAML config file."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.load(fh, Loader=_StrictLoader)   # noqa: S506 - a SafeLoader
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"more than {MAX_CONFIG_BYTES} bytes; a config is a few KB "
+                              f"(is this the right file?)")
+        data = yaml.load(raw.decode("utf-8"), Loader=_StrictLoader)   # noqa: S506 - safe
     except OSError as exc:
         hint = ("; run from the project folder, or pass --config PATH"
                 if str(path) == DEFAULT_PATH else "")
@@ -404,6 +420,11 @@ def load(path: str | os.PathLike = DEFAULT_PATH) -> MarketConfig:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # PyYAML builds some values with Python's own constructors, which raise these:
+        # an int of over 4,300 digits, a date such as 2026-13-45, nesting thousands deep
+        reason = str(exc).split(";")[0][:120]
+        raise ConfigError(f"{path}: YAML that no config can hold ({reason})") from None
     try:
         return from_dict(data, source=os.path.abspath(path))
     except ConfigError as exc:

@@ -6,6 +6,7 @@ remote boundary, so malformed input is refused before it reaches a queue or a st
 
 from __future__ import annotations
 
+import reprlib
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -53,14 +54,38 @@ def new_request_id(prefix: str = "r") -> str:
 
 def shown(value: Any) -> str:
     """`repr(value)` for an error message, cut to SHOWN_CHARS: a refused 100 kB product
-    name or a 4,000-digit quantity should not come back as a 100 kB message."""
-    if isinstance(value, int) and value.bit_length() > 3 * SHOWN_CHARS:   # about 54 digits
-        sign = "a negative" if value < 0 else "an"
-        return f"{sign} int of about {int(value.bit_length() * 0.30103) + 1} digits"
-    text = repr(value)
+    name or a 4,000-digit quantity should not come back as a 100 kB message. A container
+    is shown a few items and levels deep (`_SHOWN`): YAML aliases can make a config value
+    that repr would spell out in exponential time (nine levels of nine took 90 s)."""
+    if isinstance(value, int):
+        return _int_shown(value)
+    text = repr(value) if isinstance(value, (str, bytes, float)) else _SHOWN.repr(value)
     if len(text) <= SHOWN_CHARS:
         return text
     return f"{text[:SHOWN_CHARS - 1]}… ({len(text)} characters)"
+
+
+def _int_shown(value: int) -> str:
+    """Its digits, or their count past about 54 (repr of a 5,000-digit int raises)."""
+    if value.bit_length() > 3 * SHOWN_CHARS:
+        sign = "a negative" if value < 0 else "an"
+        return f"{sign} int of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return repr(value)
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's repr (a few items per container, a few levels deep), with shown's ints."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxother = SHOWN_CHARS
+
+    def repr_int(self, x: int, level: int) -> str:
+        return _int_shown(x)
+
+
+_SHOWN = _BoundedRepr()
 
 
 def check_product(product: Any, products: Iterable[str]) -> str:

@@ -214,6 +214,56 @@ def test_a_key_given_twice_is_named_with_its_line(tmp_path):
         config.load(path)
 
 
+def _default_with(tmp_path, old: str, new: str) -> Path:
+    text = Path("conf/market.yaml").read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "odd.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("value, match", [
+    ("9" * 5000, r"odd\.yaml: YAML that no config can hold \(Exceeds the limit \(4300 digits\)"),
+    ("2026-13-45", r"odd\.yaml: YAML that no config can hold \(month must be in 1\.\.12\)"),
+    ("[" * 20_000 + "]" * 20_000, r"odd\.yaml: YAML that no config can hold \(maximum recursion"),
+], ids=["an int of 5000 digits", "month 13", "lists 20000 deep"])
+def test_yaml_that_python_cannot_build_is_a_config_error(tmp_path, value, match):
+    """PyYAML builds ints, dates and nested lists with Python's own constructors, which
+    raise ValueError or RecursionError, not a YAML error: the launcher printed a traceback."""
+    with pytest.raises(ConfigError, match=match):
+        config.load(_default_with(tmp_path, "port: 9090", f"port: {value}"))
+
+
+def test_a_value_of_nested_aliases_is_shown_in_a_few_items(tmp_path):
+    """YAML aliases share one list; repr spells every copy out: nine levels of nine
+    items took 90 s. (Six levels here, which the old repr spelled in 3.7 MB.)"""
+    levels = ['&l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 6)]
+    path = _default_with(tmp_path, "port: 9090", f"port: [{', '.join(levels)}]")
+    with pytest.raises(ConfigError, match=r"nameserver\.port: expected int, got list") as err:
+        config.load(path)
+    assert len(str(err.value)) < 300
+
+
+def test_a_long_value_or_key_is_not_echoed_whole(tmp_path):
+    with pytest.raises(ConfigError, match=r"nameserver\.port: expected int, got str 'xxx") as err:
+        config.load(_default_with(tmp_path, "port: 9090", "port: " + "x" * 100_000))
+    assert len(str(err.value)) < 300 and "(100002 characters)" in str(err.value)
+    data = config_dict(ROLES)
+    data["warehouse"]["initial_stock"]["s" * 100_000] = 1
+    with pytest.raises(ConfigError, match=r"warehouse\.initial_stock\.'sss.*: not in products") as err:
+        config.from_dict(data)
+    assert len(str(err.value)) < 300
+
+
+def test_a_file_far_larger_than_any_config_is_refused_unread(tmp_path):
+    """Say --config pointed at a log: PyYAML's parser reads about a MB a second."""
+    path = tmp_path / "big.yaml"
+    path.write_bytes(Path("conf/market.yaml").read_bytes() + b"#" * config.MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError, match=r"big\.yaml: more than 1048576 bytes; a config is a few KB"):
+        config.load(path)
+
+
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         config.load(tmp_path / "nope.yaml")

@@ -65,6 +65,21 @@ def test_a_huge_refused_value_is_not_echoed_whole():
     assert len(str(qty.value)) < 200 and "int of about 5001 digits" in str(qty.value)
 
 
+def test_shown_keeps_any_value_short_and_never_raises():
+    """Error messages repeat refused values: nested containers show a few items a few
+    levels deep (YAML aliases can share one list nine levels down), and an int too long
+    for repr (over 4,300 digits) is counted, wherever it sits."""
+    from pyromarket.orders import shown
+    shared = ["lol"] * 9
+    for _ in range(8):
+        shared = [shared] * 9                       # 9**9 items if spelled out
+    assert len(shown(shared)) < 120 and shown(shared).startswith("[[[[...]")
+    assert shown([10**5000]) == "[an int of about 5001 digits]"
+    assert shown(-10**5000) == "a negative int of about 5001 digits"
+    assert shown({"k": (1, 2.5, None, True)}) == "{'k': (1, 2.5, None, True)}"
+    assert shown("x" * 100).endswith("… (102 characters)")
+
+
 def test_good_order_passes():
     order = check("sell", "fish", 100, "r9", products=PRODUCTS, max_qty=100, origin="trader 2")
     assert order.to_row() == ("sell", "fish", 100, "r9", "trader 2", 0)
