@@ -10,11 +10,17 @@ line-buffered file, so one write(2) per request, which also gives up the GIL mid
 cost the trader about 30 µs of CPU per request, a tenth of its share.
 The price: a process killed with -9 loses the lines of its last `flush_s`. The ledger,
 not this file, is the durable record of what happened; this is for people to read.
+
+A file that refuses a write (a full disk, an I/O error) costs the events of that write,
+never the process: they are counted, the file is opened again at the next write, and the
+first line that gets through says how many were lost and why. While nothing can be
+written, at most MAX_QUEUED events wait in memory; later ones are counted and dropped.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import os
 import threading
@@ -23,6 +29,10 @@ import time
 __all__ = ["EventLog", "stamp"]
 
 FLUSH_S = 0.1
+# Events held in memory for the writer; one is about 200 bytes, so this is about 20 MB.
+# The writer empties the queue every FLUSH_S, so only a file that cannot take writes
+# (or a disk that hangs) lets it fill.
+MAX_QUEUED = 100_000
 
 
 @functools.lru_cache(maxsize=4)
@@ -40,16 +50,19 @@ class EventLog:
 
     def __init__(self, path: str | None, flush_s: float = FLUSH_S):
         self.path = path
+        self.lost = 0                    # events never written, since the start
+        self._unreported = 0             # of those, not yet noted in the file
+        self._lost_why = ""
+        self._count_lock = threading.Lock()
         self._fh = None
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            # backslashreplace: no event text (a lone surrogate from some caller) can make
-            # a write fail and stop the writer thread
-            self._fh = open(path, "a", encoding="utf-8", errors="backslashreplace")
+            self._fh = self._open()
         # (time, message) or (time, [messages]); deque appends and pops are thread-safe
         self._queue: collections.deque = collections.deque()
         self._write_lock = threading.Lock()      # one writer at a time: the thread or close()
         self._closed = threading.Event()
+        self._finished = path is None            # no more writes: no file, or closed
         self._writer = None
         if self._fh is None:
             self._closed.set()           # no file, so nothing to queue: drop events at once
@@ -60,41 +73,85 @@ class EventLog:
 
     def __call__(self, message: str) -> None:
         if not self._closed.is_set():
-            self._queue.append((time.time(), message))
+            if len(self._queue) < MAX_QUEUED:
+                self._queue.append((time.time(), message))
+            else:
+                self._lose(1, f"more than {MAX_QUEUED} events waited for the file")
 
     def many(self, messages: list[str]) -> None:
         """Several events of one instant (a committed batch): they share one stamp."""
         if messages and not self._closed.is_set():
-            self._queue.append((time.time(), messages))
+            if len(self._queue) < MAX_QUEUED:
+                self._queue.append((time.time(), messages))
+            else:
+                self._lose(len(messages), f"more than {MAX_QUEUED} events waited for the file")
 
     def flush(self) -> None:
-        """Write every event queued so far."""
+        """Write every event queued so far. Never raises: what the file refuses is
+        counted in `lost` and noted in the file once it takes writes again."""
         with self._write_lock:
-            if self._fh is None:
-                self._queue.clear()
+            lines = self._drain()
+            if self._finished or not (lines or self._unreported):
                 return
-            lines = []
-            while self._queue:
-                t, what = self._queue.popleft()
-                prefix = stamp(t) + " "
-                if isinstance(what, str):
-                    lines.append(prefix + what + "\n")
-                else:
-                    lines.extend(prefix + m + "\n" for m in what)
-            if lines:
-                self._fh.write("".join(lines))
+            try:
+                if self._fh is None:
+                    self._fh = self._open()          # again, after a failed write
+                self._fh.write("".join(self._note() + lines))
                 self._fh.flush()
+            except OSError as exc:
+                self._lose(len(lines), exc.strerror or str(exc))
+                self._discard_file()
+                return
+            with self._count_lock:
+                self._unreported = 0
 
     def close(self) -> None:
-        """Write what is queued and close the file. Safe to call twice."""
+        """Write what is queued and close the file. Safe to call twice; never raises."""
         self._closed.set()
         if self._writer is not None and self._writer is not threading.current_thread():
             self._writer.join(5.0)
         self.flush()
         with self._write_lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+            self._finished = True
+            self._discard_file()
+
+    def _open(self):
+        # backslashreplace: no event text (a lone surrogate from some caller) can make a
+        # write fail
+        return open(self.path, "a", encoding="utf-8", errors="backslashreplace")
+
+    def _drain(self) -> list[str]:
+        lines = []
+        while self._queue:
+            t, what = self._queue.popleft()
+            prefix = stamp(t) + " "
+            if isinstance(what, str):
+                lines.append(prefix + what + "\n")
+            else:
+                lines.extend(prefix + m + "\n" for m in what)
+        return lines
+
+    def _note(self) -> list[str]:
+        with self._count_lock:
+            if not self._unreported:
+                return []
+            # a line of its own: the failed write may have left a line cut short
+            return [f"\n{stamp(time.time())} ({self._unreported} events of this log were not "
+                    f"written: {self._lost_why})\n"]
+
+    def _lose(self, n: int, why: str) -> None:
+        with self._count_lock:
+            self.lost += n
+            self._unreported += n
+            self._lost_why = why
+
+    def _discard_file(self) -> None:
+        """Close the file, dropping what its buffers still hold (a failed write leaves
+        it there); the next write opens it again."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
 
     def _write_every(self, flush_s: float) -> None:
         while not self._closed.wait(flush_s):

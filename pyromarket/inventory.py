@@ -112,7 +112,8 @@ class CachedInventory:
         with self._lock:
             out = dict(self.stats)
         cs = dict(self.cache.stats)
-        return {**out, "cache_hits": cs.get("hits", 0), "cache_misses": cs.get("misses", 0),
+        return {**out, "unrecorded_denials": self._denials.lost,
+                "cache_hits": cs.get("hits", 0), "cache_misses": cs.get("misses", 0),
                 "revalidations": cs.get("revalidations", 0),
                 "revalidations_unchanged": cs.get("revalidations_unchanged", 0)}
 

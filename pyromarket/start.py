@@ -112,6 +112,10 @@ def format_summary(s: dict) -> str:
     lines.append(f"over-sells: {a['oversells']} ({a['oversell_pct']:.2f}% of {a['buy_requests']} "
                  f"buy requests); actual under-sells: {a['undersells']} "
                  f"({a['undersell_pct']:.2f}%, from the ledger)")
+    unrecorded = sum(t.get("unrecorded_denials", 0) for t in s["traders"].values())
+    if unrecorded:
+        lines.append(f"  (the disk refused {unrecorded} local denials' records, so under-sells "
+                     f"may be undercounted by up to that many)")
     for e in s.get("scale_events", ()):
         what = "scaled out to" if e["kind"] == "scale_out" else "replaced"
         lines.append(f"autoscale: {e['time']} trader {e['by']} {what} trader {e['trader']} "

@@ -285,8 +285,9 @@ def _from_row(order: Order, row: list) -> dict | MarketError:
 
 
 STAT_KEYS = ("requests", "buys", "sells", "shipped", "unavailable", "stocked", "refused",
-             "failed", "retried_buys", "local_denials", "forwarded_buys", "oversells", "revalidations",
-             "revalidations_unchanged", "cache_hits", "cache_misses")
+             "failed", "retried_buys", "local_denials", "unrecorded_denials", "forwarded_buys",
+             "oversells", "revalidations", "revalidations_unchanged", "cache_hits",
+             "cache_misses")
 
 
 def _client_label(client: Any) -> str:

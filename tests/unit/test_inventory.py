@@ -1,5 +1,6 @@
 """The two inventory strategies and the under-sell audit, with fakes: no sockets."""
 
+import os
 import tempfile
 
 import pytest
@@ -168,6 +169,46 @@ def test_denials_are_read_back_by_index_in_the_order_made(tmp_path):
     assert f.read(3, 10) == [(103.0, "fish", 4), (104.0, "salt", 5)]
     assert f.read(5, 10) == [] and f.read(2**62, 10) == [] and f.count == 5
     assert list(tmp_path.iterdir()) == []        # the file has no name: nothing left behind
+    f.close()
+
+
+class _Disk:
+    """os for denials.py, with a pwrite that a test can make refuse or cut short."""
+
+    def __init__(self):
+        self.full, self.cut_after = False, None
+
+    def pwrite(self, fd, data, offset):
+        if self.full:
+            raise OSError(28, "No space left on device")
+        if self.cut_after is not None:
+            n, self.cut_after, self.full = self.cut_after, None, True     # then full
+            return os.pwrite(fd, bytes(data[:n]), offset)
+        return os.pwrite(fd, data, offset)
+
+    pread = staticmethod(os.pread)
+
+
+def test_denials_the_disk_refuses_are_counted_not_raised(tmp_path, monkeypatch):
+    """Once the disk was full, every local denial raised OSError to its buyer, and the
+    audit's read did too."""
+    from pyromarket import denials
+    disk = _Disk()
+    monkeypatch.setattr(denials, "os", disk)
+    f = DenialFile(str(tmp_path), ["salt", "fish"])
+    n = denials.WRITE_RECORDS
+    for i in range(n - 1):
+        f.append(float(i), "salt", 1)
+    disk.cut_after = 25                      # the disk takes a record and a bit, then is full
+    f.append(float(n - 1), "fish", 2)        # the write of the first n records
+    assert f.read(0, 2 * n) == [(0.0, "salt", 1)] and f.lost == n - 1
+    for i in range(n):
+        f.append(1000.0 + i, "salt", 3)      # refused: never raised
+    assert f.read(0, 2 * n) == [(0.0, "salt", 1)] and f.lost == 2 * n - 1
+    disk.full = False
+    f.append(5000.0, "fish", 4)
+    assert f.read(1, 10) == [(5000.0, "fish", 4)]   # over the cut-off record, in its place
+    assert f.count == 2 and f.lost == 2 * n - 1
     f.close()
 
 

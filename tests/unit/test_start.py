@@ -31,3 +31,10 @@ def test_a_slow_rate_keeps_two_significant_digits():
              for r in (2 / 60, 0.0, 12.345)}
     assert lines[2 / 60] == "goods shipped: 3 (0.033/s); goods stocked: 0"
     assert "(0.0/s)" in lines[0.0] and "(12.3/s)" in lines[12.345]
+
+
+def test_denials_the_disk_refused_are_owned_up_to_under_the_under_sells():
+    assert "local denials' records" not in format_summary(_summary(requests=1))
+    text = format_summary(_summary(requests=1, unrecorded_denials=7))
+    assert ("(the disk refused 7 local denials' records, so under-sells may be undercounted "
+            "by up to that many)") in text

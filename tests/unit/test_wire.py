@@ -210,6 +210,78 @@ def test_event_log_survives_text_no_utf8_file_can_hold(tmp_path):
         log.close()
 
 
+class _FullDisk:
+    """A log file on a disk that fills up and later has room again."""
+
+    def __init__(self):
+        self.full = True
+        self.text = ""
+        self.opened = 0
+
+    def open(self, *_):
+        self.opened += 1
+        disk = self
+
+        class File:
+            buffered = ""
+
+            def write(self, text):
+                self.buffered += text
+
+            def flush(self):
+                if disk.full:
+                    raise OSError(28, "No space left on device")
+                disk.text += self.buffered
+                self.buffered = ""
+
+            def close(self):
+                self.flush()
+        return File()
+
+
+def test_an_event_log_on_a_full_disk_loses_events_not_its_writer_and_says_so(monkeypatch, tmp_path):
+    """A failed write killed the writer thread (events then queued without end) and made
+    close() raise, in the middle of a role's shutdown."""
+    from pyromarket import eventlog
+    from pyromarket.process import wait_until
+    disk = _FullDisk()
+    monkeypatch.setattr(eventlog.EventLog, "_open", disk.open)
+    log = EventLog(str(tmp_path / "t.txt"), flush_s=0.01)
+    try:
+        for i in range(3):
+            log(f"lost {i}")
+        log.many(["lost 3", "lost 4"])
+        wait_until(lambda: log.lost == 5, 5, "the writer to count the refused events")
+        assert log._writer.is_alive() and disk.text == ""
+        disk.full = False
+        log("written")
+        wait_until(lambda: "written" in disk.text, 5, "the writer to write once there is room")
+        blank, note, event = disk.text.split("\n")[:3]
+        assert blank == ""                         # ends a line the failed write cut short
+        note, event = note.split(" ", 2)[2], event.split(" ", 2)[2]
+        assert note == "(5 events of this log were not written: No space left on device)"
+        assert event == "written" and disk.opened >= 2          # opened again after the failure
+        disk.full = True
+        log("refused at close")
+    finally:
+        log.close()                                              # never raises
+    assert log.lost == 6
+
+
+def test_an_event_log_that_cannot_write_holds_at_most_max_queued_events(monkeypatch, tmp_path):
+    from pyromarket import eventlog
+    monkeypatch.setattr(eventlog, "MAX_QUEUED", 10)
+    log = EventLog(str(tmp_path / "t.txt"), flush_s=60)          # the thread would not write in time
+    for i in range(12):
+        log(f"event {i}")
+    log.many(["a", "b", "c"])
+    assert len(log._queue) == 10 and log.lost == 5
+    log.close()
+    lines = [line.split(" ", 2)[2] for line in (tmp_path / "t.txt").read_text().splitlines()[1:]]
+    assert lines[0] == "(5 events of this log were not written: more than 10 events waited for the file)"
+    assert lines[1:] == [f"event {i}" for i in range(10)]
+
+
 def test_each_remote_object_exposes_exactly_its_remote_methods():
     from Pyro5.server import _get_exposed_members
 
