@@ -19,7 +19,8 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
-from .orders import MAX_BATCH_ORDERS, MAX_PRODUCT_LEN, MAX_PRODUCTS, MAX_QUANTITY, MAX_STOCK, shown
+from .orders import (MAX_BATCH_ORDERS, MAX_PRODUCT_LEN, MAX_PRODUCTS, MAX_QUANTITY, MAX_STOCK,
+                     shown)
 
 __all__ = [
     "Endpoint", "WarehouseConfig", "PeerConfig", "TraderConfig", "CacheConfig", "HeartbeatConfig",
@@ -343,7 +344,8 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
         kt, vt = typing.get_args(hint)
         return types.MappingProxyType({_check_type(k, kt, f"{path} key"):
-                                       _check_type(v, vt, f"{path}.{_key(k)}") for k, v in value.items()})
+                                       _check_type(v, vt, f"{path}.{_key(k)}")
+                                       for k, v in value.items()})
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
@@ -360,7 +362,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
     prefix = f"{path}." if path else ""
     for key in data:
         if key not in fields:
-            raise ConfigError(f"{prefix}{_key(key)}: unknown key (expected one of {sorted(fields)})")
+            raise ConfigError(f"{prefix}{_key(key)}: unknown key "
+                              f"(expected one of {sorted(fields)})")
     kwargs = {}
     for name, f in fields.items():
         if name not in data:

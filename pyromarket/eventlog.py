@@ -93,17 +93,18 @@ class EventLog:
             lines = self._drain()
             if self._finished or not (lines or self._unreported):
                 return
+            noted, note = self._note()
             try:
                 if self._fh is None:
                     self._fh = self._open()          # again, after a failed write
-                self._fh.write("".join(self._note() + lines))
+                self._fh.write("".join(note + lines))
                 self._fh.flush()
             except OSError as exc:
                 self._lose(len(lines), exc.strerror or str(exc))
                 self._discard_file()
                 return
             with self._count_lock:
-                self._unreported = 0
+                self._unreported -= noted            # more may have been lost meanwhile
 
     def close(self) -> None:
         """Write what is queued and close the file. Safe to call twice; never raises."""
@@ -131,13 +132,15 @@ class EventLog:
                 lines.extend(prefix + m + "\n" for m in what)
         return lines
 
-    def _note(self) -> list[str]:
+    def _note(self) -> tuple[int, list[str]]:
+        """(events it reports, the line saying how many were lost and why, if any)."""
         with self._count_lock:
-            if not self._unreported:
-                return []
+            n = self._unreported
+            if not n:
+                return 0, []
             # a line of its own: the failed write may have left a line cut short
-            return [f"\n{stamp(time.time())} ({self._unreported} events of this log were not "
-                    f"written: {self._lost_why})\n"]
+            return n, [f"\n{stamp(time.time())} ({n} events of this log were not written: "
+                       f"{self._lost_why})\n"]
 
     def _lose(self, n: int, why: str) -> None:
         with self._count_lock:

@@ -251,7 +251,8 @@ def test_a_long_value_or_key_is_not_echoed_whole(tmp_path):
     assert len(str(err.value)) < 300 and "(100002 characters)" in str(err.value)
     data = config_dict(ROLES)
     data["warehouse"]["initial_stock"]["s" * 100_000] = 1
-    with pytest.raises(ConfigError, match=r"warehouse\.initial_stock\.'sss.*: not in products") as err:
+    with pytest.raises(ConfigError,
+                       match=r"warehouse\.initial_stock\.'sss.*: not in products") as err:
         config.from_dict(data)
     assert len(str(err.value)) < 300
 
@@ -260,7 +261,8 @@ def test_a_file_far_larger_than_any_config_is_refused_unread(tmp_path):
     """Say --config pointed at a log: PyYAML's parser reads about a MB a second."""
     path = tmp_path / "big.yaml"
     path.write_bytes(Path("conf/market.yaml").read_bytes() + b"#" * config.MAX_CONFIG_BYTES)
-    with pytest.raises(ConfigError, match=r"big\.yaml: more than 1048576 bytes; a config is a few KB"):
+    with pytest.raises(ConfigError,
+                       match=r"big\.yaml: more than 1048576 bytes; a config is a few KB"):
         config.load(path)
 
 

@@ -271,14 +271,15 @@ def test_an_event_log_on_a_full_disk_loses_events_not_its_writer_and_says_so(mon
 def test_an_event_log_that_cannot_write_holds_at_most_max_queued_events(monkeypatch, tmp_path):
     from pyromarket import eventlog
     monkeypatch.setattr(eventlog, "MAX_QUEUED", 10)
-    log = EventLog(str(tmp_path / "t.txt"), flush_s=60)          # the thread would not write in time
+    log = EventLog(str(tmp_path / "t.txt"), flush_s=60)     # the thread would not write in time
     for i in range(12):
         log(f"event {i}")
     log.many(["a", "b", "c"])
     assert len(log._queue) == 10 and log.lost == 5
     log.close()
     lines = [line.split(" ", 2)[2] for line in (tmp_path / "t.txt").read_text().splitlines()[1:]]
-    assert lines[0] == "(5 events of this log were not written: more than 10 events waited for the file)"
+    assert lines[0] == ("(5 events of this log were not written: more than 10 events waited "
+                        "for the file)")
     assert lines[1:] == [f"event {i}" for i in range(10)]
 
 
