@@ -147,10 +147,10 @@ class Warehouse:
     def ledger(self, since_seq: int = 0, limit: int = LEDGER_PAGE_MAX) -> list[dict]:
         """Up to `limit` (at most LEDGER_PAGE_MAX) ledger rows after `since_seq`, oldest
         first: the audit trail of every order. An empty page means no more rows."""
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (since_seq, limit)):
-            raise InvalidRequest("since_seq and limit must be ints")
-        return self._store.ledger(max(0, min(since_seq, 2**63 - 1)),
-                                  max(1, min(limit, LEDGER_PAGE_MAX)))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in (since_seq, limit)):
+            raise InvalidRequest("since_seq and limit must be non-negative ints")
+        return self._store.ledger(min(since_seq, 2**63 - 1), max(1, min(limit, LEDGER_PAGE_MAX)))
 
     @rpc.remote
     def audit(self) -> dict:

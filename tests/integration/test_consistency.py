@@ -108,9 +108,11 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
                 w.revalidate(bad)
         with pytest.raises(UnknownProduct):
             w.revalidate({"gold": 1})
-        for args in ((-1, 5), ("0", 5), (0, 2.5)):
-            with pytest.raises(InvalidRequest):
+        for args in ((-1, 5), ("0", 5), (0, 2.5), (0, -1), (True, 5)):
+            with pytest.raises(InvalidRequest, match="must be non-negative ints"):
                 t.denials(*args)
+            with pytest.raises(InvalidRequest, match="must be non-negative ints"):
+                w.ledger(*args)
         replies = w.apply([("buy", "salt", 1, "e", "t", 10**30), ("buy", "salt", 1, "f", "t\n", 0)])
         assert [r[:2] for r in replies] == [["error", "InvalidRequest"]] * 2
         with pytest.raises(UnknownProduct) as huge:
