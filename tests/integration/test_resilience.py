@@ -1,5 +1,6 @@
 """Requests survive an unresponsive trader; connections stay bounded under churn; the
-launcher stops cleanly on Ctrl-C and on a crash, and starts a killed name server again."""
+launcher stops cleanly on Ctrl-C and on a crash, its children stop when it is killed, and
+it starts a killed name server again."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from pyromarket import config, rpc
 from pyromarket.process import wait_until
-from tests.integration.conftest import assert_all_gone, ctrl_c_as_in_a_terminal, hold_ctrl_c
+from pyromarket.store import Store
+from tests.integration.conftest import (assert_all_gone, ctrl_c_as_in_a_terminal, group_alive,
+                                        hold_ctrl_c)
 
 ROLES = ["buyer", "buyer", "seller", "buyer", "seller"]
 
@@ -187,6 +192,32 @@ def test_ctrl_c_held_down_still_stops_every_child_without_a_traceback(make_confi
     assert proc.returncode in (0, 130), err
     assert "Traceback" not in err and "interrupted" in out
     assert_all_gone(kids.values())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP], ids=["kill -9", "hang-up"])
+def test_a_launcher_killed_outright_leaves_no_child_and_no_broken_ledger(make_config, tmp_path,
+                                                                          sig):
+    """kill -9 of the launcher, or its terminal closing (SIGHUP, which it does not catch),
+    runs none of its stop. Its children hear of it from the kernel (PR_SET_PDEATHSIG:
+    SIGTERM) and stop as they would on a Ctrl-C, the warehouse after its last commit."""
+    with trading_launcher(make_config, tmp_path) as (proc, kids):
+        wait_until(lambda: _shipments(tmp_path) > 0, 30, "the first shipment")
+        proc.send_signal(sig)
+        assert proc.wait(10) == -sig
+        try:
+            wait_until(lambda: not any(group_alive(pid) for pid in kids.values()), 30,
+                       "every child of the dead launcher to stop")
+        finally:                        # a failed test leaves no orphans either
+            for pid in kids.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+    cfg = config.load(tmp_path / "market.yaml")
+    store = Store(cfg.warehouse.db_path, cfg.warehouse.initial_stock)
+    try:
+        audit = store.audit()
+        assert store.ledger() and all(entry["ok"] for entry in audit.values()), audit
+    finally:
+        store.close()
 
 
 def test_a_crashed_child_stops_the_market_with_an_error(make_config, tmp_path):
