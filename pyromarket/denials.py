@@ -75,7 +75,7 @@ class DenialFile:
     def _write(self) -> None:
         """The gathered records, at the file's end; whole records the disk refuses are
         counted in `lost` and dropped (a cut-off one is written over by the next write)."""
-        data, self._gathered = memoryview(bytes(self._gathered)), bytearray()
+        data, self._gathered = memoryview(self._gathered), bytearray()
         done = 0
         try:
             while done < len(data):

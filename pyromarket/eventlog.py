@@ -72,19 +72,12 @@ class EventLog:
             self._writer.start()
 
     def __call__(self, message: str) -> None:
-        if not self._closed.is_set():
-            if len(self._queue) < MAX_QUEUED:
-                self._queue.append((time.time(), message))
-            else:
-                self._lose(1, f"more than {MAX_QUEUED} events waited for the file")
+        self._enqueue(message, 1)
 
     def many(self, messages: list[str]) -> None:
         """Several events of one instant (a committed batch): they share one stamp."""
-        if messages and not self._closed.is_set():
-            if len(self._queue) < MAX_QUEUED:
-                self._queue.append((time.time(), messages))
-            else:
-                self._lose(len(messages), f"more than {MAX_QUEUED} events waited for the file")
+        if messages:
+            self._enqueue(messages, len(messages))
 
     def flush(self) -> None:
         """Write every event queued so far. Never raises: what the file refuses is
@@ -115,6 +108,13 @@ class EventLog:
         with self._write_lock:
             self._finished = True
             self._discard_file()
+
+    def _enqueue(self, what: str | list[str], n: int) -> None:
+        if not self._closed.is_set():
+            if len(self._queue) < MAX_QUEUED:
+                self._queue.append((time.time(), what))
+            else:
+                self._lose(n, f"more than {MAX_QUEUED} events waited for the file")
 
     def _open(self):
         # backslashreplace: no event text (a lone surrogate from some caller) can make a

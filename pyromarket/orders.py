@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 from .errors import InvalidRequest, UnknownProduct
 
-__all__ = ["Order", "check", "check_row", "check_product", "check_label", "new_request_id",
-           "shown", "KINDS", "MAX_ID_LEN", "MAX_PRODUCT_LEN",
+__all__ = ["Order", "check", "check_row", "check_product", "check_label", "check_counts",
+           "new_request_id", "shown", "KINDS", "MAX_ID_LEN", "MAX_PRODUCT_LEN",
            "MAX_PRODUCTS", "MAX_BATCH_ORDERS", "MAX_EPOCH", "MAX_QUANTITY", "MAX_STOCK"]
 
 KINDS = ("buy", "sell")
@@ -86,6 +86,14 @@ class _BoundedRepr(reprlib.Repr):
 
 
 _SHOWN = _BoundedRepr()
+
+
+def check_counts(**values: Any) -> None:
+    """Raise InvalidRequest unless every value is a non-negative int (a page's cursor and
+    size, say), naming them."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+               for v in values.values()):
+        raise InvalidRequest(f"{' and '.join(values)} must be non-negative ints")
 
 
 def check_product(product: Any, products: Iterable[str]) -> str:

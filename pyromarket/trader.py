@@ -26,7 +26,8 @@ from .denials import DenialFile
 from .errors import FencedOut, InvalidRequest, MarketError, NotATrader, Unavailable, from_wire
 from .eventlog import EventLog
 from .inventory import CachedInventory, SyncInventory
-from .orders import Order, check, check_label, check_product, new_request_id, shown
+from .orders import (Order, check, check_counts, check_label, check_product, new_request_id,
+                     shown)
 from .store import SHIPPED, STOCKED
 
 __all__ = ["Trader", "WarehouseLink", "make_inventory", "STAT_KEYS", "DENIALS_PAGE_MAX"]
@@ -189,9 +190,7 @@ class Trader:
     def denials(self, since: int = 0, limit: int = DENIALS_PAGE_MAX) -> list:
         """Up to `limit` (at most DENIALS_PAGE_MAX) local denials as [wall time, product,
         qty], from index `since` (cached mode). An empty page means no more."""
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                   for v in (since, limit)):
-            raise InvalidRequest("since and limit must be non-negative ints")
+        check_counts(since=since, limit=limit)
         if not isinstance(self._inventory, CachedInventory):
             return []
         page = self._inventory.denials_since(since, min(limit, DENIALS_PAGE_MAX))

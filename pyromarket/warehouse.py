@@ -21,7 +21,8 @@ from . import config, rpc, runtime
 from .batching import Batcher
 from .errors import FencedOut, InvalidRequest, MarketError, to_wire
 from .eventlog import EventLog
-from .orders import MAX_BATCH_ORDERS, MAX_EPOCH, Order, check, check_product, check_row, new_request_id, shown
+from .orders import (MAX_BATCH_ORDERS, MAX_EPOCH, Order, check, check_counts, check_product,
+                     check_row, new_request_id, shown)
 from .store import SHIPPED, STOCKED, UNAVAILABLE, DatabaseInUse, Store
 
 __all__ = ["Warehouse", "main", "LEDGER_PAGE_MAX"]
@@ -147,9 +148,7 @@ class Warehouse:
     def ledger(self, since_seq: int = 0, limit: int = LEDGER_PAGE_MAX) -> list[dict]:
         """Up to `limit` (at most LEDGER_PAGE_MAX) ledger rows after `since_seq`, oldest
         first: the audit trail of every order. An empty page means no more rows."""
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                   for v in (since_seq, limit)):
-            raise InvalidRequest("since_seq and limit must be non-negative ints")
+        check_counts(since_seq=since_seq, limit=limit)
         return self._store.ledger(min(since_seq, 2**63 - 1), max(1, min(limit, LEDGER_PAGE_MAX)))
 
     @rpc.remote
