@@ -4,9 +4,9 @@
 
 This is the same as `pyro5-ns -n <host> -p <port> -x`; it only reads host and port from
 the config so they are written in one place, and it bounds messages, decoders and
-handshakes as every market server does (rpc.bound_messages, rpc.guard_serializers,
-rpc.bound_handshakes); a bare `pyro5-ns` keeps Pyro5's defaults. `python -m
-pyromarket.start` runs this itself when no name server answers.
+handshakes as every market server does (rpc.bound_messages, rpc.guard_serving); a bare
+`pyro5-ns` keeps Pyro5's defaults. `python -m pyromarket.start` runs this itself when no
+name server answers.
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # as every market server: bounded messages, decoders and handshakes
     rpc.bound_messages()
-    rpc.guard_serializers()
-    rpc.bound_handshakes()
+    rpc.guard_serving()
     Pyro5.nameserver.main(["-n", ns.host, "-p", str(ns.port), "-x"])
     return 0
 

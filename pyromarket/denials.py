@@ -82,5 +82,5 @@ class DenialFile:
                 done += os.pwrite(self._file.fileno(), data[done:],
                                   self._written * _RECORD.size + done)
         except OSError:
-            self.lost += (len(data) - done // _RECORD.size * _RECORD.size) // _RECORD.size
+            self.lost += len(data) // _RECORD.size - done // _RECORD.size
         self._written += done // _RECORD.size

@@ -62,7 +62,7 @@ __all__ = [
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
     "MAX_MESSAGE_BYTES", "SERPENT_MAX_BYTES", "bound_messages", "guard_serializers",
-    "HANDSHAKE_TIMEOUT_S", "DENIAL_TIMEOUT_S", "bound_handshakes",
+    "HANDSHAKE_TIMEOUT_S", "DENIAL_TIMEOUT_S", "bound_handshakes", "guard_serving",
 ]
 
 WAREHOUSE_NAME = "market.warehouse"
@@ -203,6 +203,13 @@ def guard_serializers() -> None:
                    type(f"Refused{name}", (_Refused, type(ser)), {"name": name})())
         Pyro5.serializers.serializers[name] = guarded
         Pyro5.serializers.serializers_by_id[guarded.serializer_id] = guarded
+
+
+def guard_serving() -> None:
+    """Everything a serving process adds to `configure`: bounded decoders and handshakes.
+    rpc.Server calls it; so does the launcher's name server, which is Pyro5's own."""
+    guard_serializers()
+    bound_handshakes()
 
 
 _pyro_handshake = Pyro5.server.Daemon._handshake
@@ -540,8 +547,7 @@ class Server:
 
     def __init__(self, host: str, port: int):
         """Bind host:port now; raises PortInUse if another process holds it."""
-        guard_serializers()
-        bound_handshakes()
+        guard_serving()
         try:
             with translated(f"bind {host}:{port}"):
                 self.daemon = Pyro5.server.Daemon(host=host, port=port)
