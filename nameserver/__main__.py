@@ -17,7 +17,7 @@ import sys
 import Pyro5.nameserver
 
 from pyromarket import config, rpc
-from pyromarket.process import port_in_use
+from pyromarket.process import address_problem, port_in_use
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ns = cfg.nameserver
+    why = address_problem(ns.host, ns.port)
+    if why:
+        print(f"error: nameserver.host: {why}", file=sys.stderr)
+        return 1
     if port_in_use(ns.host, ns.port):
         print(f"error: nameserver.port: {ns.host}:{ns.port} is already in use (a name server "
               f"already runs there, or another program holds the port)", file=sys.stderr)

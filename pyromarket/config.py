@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -38,6 +39,12 @@ ROLES = ("buyer", "seller")
 MODES = ("sync", "cached")
 SYNC_LEVELS = ("FULL", "NORMAL")
 LAUNCHERS = ("local", "ec2")
+# Every float in a config is a duration in seconds. None needs more than a day; a longer
+# one is a typo, and past about 1e9 s an OS timeout overflows (every call then fails).
+MAX_SECONDS = 86_400.0
+# Worker threads per process: each holds one connection. Beyond this it is a typo, and a
+# flood of connections would run the process out of threads before the pool refused one.
+MAX_THREADPOOL = 4_096
 # A trader's connections to the warehouse: its batch link and a pool of four for the
 # rest (trader.WarehouseLink). Each holds one of the warehouse's rpc.threadpool_size workers.
 WAREHOUSE_CONNECTIONS_PER_TRADER = 5
@@ -196,10 +203,23 @@ class MarketConfig:
 
     def validate(self) -> "MarketConfig":
         """Check values and how they relate; return self so calls chain."""
+        _validate_paths(self)
         _validate_products(self)
         _validate_peers(self)
         _validate_numbers(self)
         return self
+
+
+def _validate_paths(cfg: MarketConfig) -> None:
+    """A database that SQLite would keep in memory or in a temporary file ("" or
+    ":memory:") is not durable, and each connection would see its own; an empty log
+    folder is a slip (write "." for the working directory)."""
+    if cfg.warehouse.db_path.strip() in ("", ":memory:"):
+        raise ConfigError(f"warehouse.db_path: must name a file (SQLite keeps "
+                          f"{shown(cfg.warehouse.db_path)} in memory or in a temporary file, "
+                          f"which would lose every order)")
+    if not cfg.logs.dir.strip():
+        raise ConfigError('logs.dir: must name a folder ("." for the working directory)')
 
 
 def _validate_products(cfg: MarketConfig) -> None:
@@ -268,6 +288,10 @@ def _validate_numbers(cfg: MarketConfig) -> None:
          "must be > 0 and at most heartbeat.interval_s, so pings never pile up"),
         ("heartbeat.misses", cfg.heartbeat.misses >= 2,
          "must be at least 2: one lost ping must not declare a trader dead"),
+        ("heartbeat.misses", cfg.heartbeat.misses * cfg.heartbeat.interval_s
+         + cfg.heartbeat.timeout_s <= MAX_SECONDS,
+         f"times heartbeat.interval_s, plus heartbeat.timeout_s, bounds how long a dead "
+         f"trader goes unnoticed, and must be at most {MAX_SECONDS:.0f} s (a day)"),
         ("faults.exit_traders", all(1 <= e.trader <= cfg.traders.count and e.after_s > 0
                                     for e in cfg.faults.exit_traders),
          "each needs 1 <= trader <= traders.count and after_s > 0"),
@@ -282,6 +306,8 @@ def _validate_numbers(cfg: MarketConfig) -> None:
         ("rpc.warehouse_timeout_s", 0 < cfg.rpc.warehouse_timeout_s < cfg.rpc.call_timeout_s,
          "must be > 0 and below rpc.call_timeout_s, so a trader answers before its peer gives up"),
         ("rpc.retry_backoff_s", cfg.rpc.retry_backoff_s > 0, "must be > 0"),
+        ("rpc.threadpool_size", cfg.rpc.threadpool_size <= MAX_THREADPOOL,
+         f"must be at most {MAX_THREADPOOL}: each connection holds a thread"),
         ("rpc.threadpool_size", cfg.rpc.threadpool_size >= len(cfg.peers) + 4,
          "must be at least the number of peers + 4: every connected proxy holds a worker"),
         ("rpc.threadpool_size", cfg.rpc.threadpool_size >= _warehouse_connections(cfg),
@@ -347,11 +373,25 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
                                        _check_type(v, vt, f"{path}.{_key(k)}")
                                        for k, v in value.items()})
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"{path}: expected {hint.__name__}, got {type(value).__name__} "
-                          f"{shown(value)}")
+                          f"{shown(value)}{_float_hint(hint, value)}")
+    if hint is float and not (math.isfinite(value) and abs(value) <= MAX_SECONDS):
+        raise ConfigError(f"{path}: must be a finite number of seconds, at most "
+                          f"{MAX_SECONDS:.0f} (a day), got {shown(value)}")
     return value
+
+
+def _float_hint(hint: Any, value: Any) -> str:
+    """For a float YAML read as text (YAML 1.1 wants `1.0e+3`, not `1e3`), how to write it."""
+    if hint is not float or not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (YAML reads this as text: write the number with a dot, such as 1.0e+3)"
 
 
 def _build(cls: type, data: Any, path: str) -> Any:

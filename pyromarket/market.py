@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 from typing import Any, Iterator
 
 from . import audit, config, rpc
 from .errors import Unavailable
 from .launcher import replica_pids
-from .process import Service, port_in_use, python_module, stop_all, stop_pids, wait_until
+from .process import (Service, address_problem, bind_error_words, port_in_use, python_module,
+                      stop_all, stop_pids, wait_until)
 from .replica import OWNER_ENV
 from .store import DatabaseInUse, lock_database
 
@@ -52,6 +54,7 @@ class Market:
         _make_dir(self.run_dir, "the run's log folder (logs.dir or --run-dir)")
         rpc.configure(self.cfg.rpc.threadpool_size)
         try:
+            self._check_addresses()
             self._ensure_nameserver()
             self._refuse_a_running_market()
             self._clear_names()
@@ -221,9 +224,35 @@ class Market:
         with rpc.translated("warehouse"), self.warehouse() as w:
             return {"last_seq": w.stats()["last_seq"], "inventory": w.inventory()}
 
+    def _check_addresses(self) -> None:
+        """Raise RuntimeError, naming the keys, before anything starts, if this machine
+        cannot serve an address the warehouse or a peer needs (a host name that does not
+        resolve, another machine's address): their processes would only die with a
+        traceback. The name server's host must at least resolve."""
+        wanted = [("warehouse.host", self.cfg.warehouse.host, self.cfg.warehouse.port),
+                  *((f"peers[{i}].host", p.host, p.port) for i, p in enumerate(self.cfg.peers))]
+        scale = self.cfg.autoscale
+        if scale.enabled and scale.launcher == "local":     # a replica listens on a free port
+            wanted.append(("autoscale.replica_host", scale.replica_host, 0))
+        problems = [f"{key}: {why}" for key, host, port in wanted
+                    if (why := address_problem(host, port))]
+        ns = self.cfg.nameserver
+        try:
+            socket.getaddrinfo(ns.host, ns.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            problems.insert(0, f"nameserver.host: {bind_error_words(exc, ns.host, ns.port)}")
+        if problems:
+            raise RuntimeError(f"{self.cfg.source}: cannot serve the configured addresses: "
+                               f"{'; '.join(problems)}")
+
     def _ensure_nameserver(self) -> None:
         if self._nameserver_answers():
             return
+        ns = self.cfg.nameserver
+        why = address_problem(ns.host, ns.port)
+        if why:
+            raise RuntimeError(f"no name server answers at {ns.host}:{ns.port}, and none can be "
+                               f"started there: nameserver.host: {why}")
         self._spawn("nameserver", "nameserver", [], ready=self._nameserver_answers)
 
     def _nameserver_answers(self) -> bool:

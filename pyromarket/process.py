@@ -22,6 +22,7 @@ import time
 from typing import Callable, Sequence
 
 __all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "port_in_use",
+           "address_problem", "bind_error_words",
            "stop_all", "stop_leftovers", "free_ports", "alive", "stop_pids"]
 
 _LIVE: "set[Service]" = set()
@@ -61,17 +62,44 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-def port_in_use(host: str, port: int) -> bool:
-    """Whether another process holds host:port now. Binds as Pyro5's daemon does, with
-    SO_REUSEADDR, so a port a stopped server left in TIME_WAIT counts as free; any other
-    bind error (a host that is not this machine's) is left for the server to report."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+def _bind_error(host: str, port: int) -> OSError | None:
+    """The error that binding host:port as Pyro5's daemon does (with SO_REUSEADDR, so a
+    port a stopped server left in TIME_WAIT counts as free) raises now, or None."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
+    except OSError as exc:
+        return exc
+    return None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another process holds host:port now (any other bind error is
+    `address_problem`'s)."""
+    exc = _bind_error(host, port)
+    return exc is not None and exc.errno == errno.EADDRINUSE
+
+
+def address_problem(host: str, port: int) -> str | None:
+    """Why no process of this machine could serve at host:port, in words, or None. A port
+    held by another process is not such a problem (see port_in_use): it may be freed."""
+    exc = _bind_error(host, port)
+    if exc is None or exc.errno == errno.EADDRINUSE:
+        return None
+    return bind_error_words(exc, host, port)
+
+
+def bind_error_words(exc: OSError, host: str, port: int) -> str:
+    """An error from binding host:port, as one line a user can act on."""
+    if isinstance(exc, socket.gaierror):
+        return f"{host!r} is not an address and no such host is known ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{host}:{port} is already in use, by another market or program"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine, so nothing here can listen on it"
+    return f"cannot listen on {host}:{port} ({exc.strerror or exc})"
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -54,11 +54,12 @@ from Pyro5.serializers import SerializerBase, SerpentSerializer
 
 from . import errors
 from .errors import InvalidRequest, MarketError, Unavailable
+from .process import bind_error_words
 
 __all__ = [
     "configure", "register_errors", "expose", "release", "remote", "proxy", "ProxyPool",
     "ThreadLocalProxy",
-    "Server", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
+    "Server", "CannotServe", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
     "MAX_MESSAGE_BYTES", "SERPENT_MAX_BYTES", "bound_messages", "guard_serializers",
@@ -538,7 +539,11 @@ def remove_name_if(ns: Pyro5.api.Proxy, name: str, uri: str) -> bool:
         return True
 
 
-class PortInUse(RuntimeError):
+class CannotServe(RuntimeError):
+    """A Server cannot listen at its address: a host that is not this machine's, say."""
+
+
+class PortInUse(CannotServe):
     """The address a Server was to bind is taken."""
 
 
@@ -546,16 +551,15 @@ class Server:
     """A Pyro5 daemon serving in a background thread; close() stops it and joins."""
 
     def __init__(self, host: str, port: int):
-        """Bind host:port now; raises PortInUse if another process holds it."""
+        """Bind host:port now; raises PortInUse if another process holds it, and
+        CannotServe (in words) for any other reason it cannot listen there."""
         guard_serving()
         try:
             with translated(f"bind {host}:{port}"):
                 self.daemon = Pyro5.server.Daemon(host=host, port=port)
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(f"{host}:{port} is already in use, by another market or "
-                                f"program") from None
-            raise
+            kind = PortInUse if exc.errno == errno.EADDRINUSE else CannotServe
+            raise kind(bind_error_words(exc, host, port)) from None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pyro-daemon", daemon=True)
 

@@ -46,10 +46,10 @@ def load_config(path: str) -> config.MarketConfig:
 
 def serve(host: str, port: int) -> rpc.Server:
     """This role's Pyro5 server on host:port, or a one-line error and exit code 1 if the
-    address is taken (a second copy of this role, say)."""
+    address is taken (a second copy of this role, say) or cannot be served here."""
     try:
         return rpc.Server(host, port)
-    except rpc.PortInUse as exc:
+    except rpc.CannotServe as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 

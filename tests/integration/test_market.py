@@ -195,6 +195,51 @@ def test_a_role_whose_port_is_taken_says_so_in_one_line(make_config, tmp_path, m
     assert "Traceback" not in done.stderr
 
 
+NOT_HERE = "192.0.2.1"      # TEST-NET-1 (RFC 5737): never an address of this machine
+NO_SUCH_HOST = "nosuchhost.invalid"     # .invalid never resolves (RFC 6761)
+
+
+def _with_host(path, section, host) -> None:
+    data = yaml.safe_load(Path(path).read_text())
+    (data["peers"][1] if section == "peers" else data[section])["host"] = host
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.mark.parametrize("section,host,named", [
+    ("warehouse", NOT_HERE, f"warehouse.host: {NOT_HERE} is not an address of this machine"),
+    ("peers", NO_SUCH_HOST, f"peers[1].host: '{NO_SUCH_HOST}' is not an address and no such "
+                            f"host is known"),
+    ("nameserver", NO_SUCH_HOST, f"nameserver.host: '{NO_SUCH_HOST}' is not an address"),
+    ("nameserver", NOT_HERE, "and none can be started there: nameserver.host: "
+                             f"{NOT_HERE} is not an address of this machine")])
+def test_an_address_this_machine_cannot_serve_is_named_before_anything_starts(
+        make_config, tmp_path, section, host, named):
+    """Before, the launcher started the name server, the warehouse or a peer there, and
+    reported its crash with Pyro5's traceback of getaddrinfo or bind."""
+    cfg, path = make_config(ROLES, 2)
+    _with_host(path, section, host)
+    done = _run_launcher(path, "--duration", "1", "--run-dir", str(tmp_path / "cli"))
+    assert done.returncode == 1
+    assert named in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not Path(cfg.warehouse.db_path).exists()          # no warehouse was started
+    assert _ports_free(cfg)
+
+
+@pytest.mark.parametrize("module,extra,section", [
+    ("nameserver", [], "nameserver"), ("pyromarket.warehouse", [], "warehouse"),
+    ("pyromarket.peer", ["--id", "2"], "peers")])
+def test_a_role_at_an_address_not_of_this_machine_says_so_in_one_line(
+        make_config, tmp_path, module, extra, section):
+    _cfg, path = make_config(ROLES, 2)
+    _with_host(path, section, NOT_HERE)
+    done = subprocess.run([sys.executable, "-m", module, "--config", path, "--run-dir",
+                           str(tmp_path / "run"), *extra],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"{NOT_HERE} is not an address of this machine" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
 def test_a_corrupt_database_is_named_and_only_the_warehouse_is_blamed(make_config, tmp_path):
     cfg, path = make_config(ROLES, 2)
     Path(cfg.warehouse.db_path).write_bytes(b"not a database " * 100)

@@ -1,6 +1,8 @@
 """Config loading: every bad file fails at load time with a message naming the key."""
 
 import copy
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -171,6 +173,65 @@ def test_quantities_and_stock_stay_within_what_the_ledger_stores(section, value,
     else:
         data["warehouse"]["initial_stock"]["salt"] = value
     _fails(data, key)
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("cache", "ttl_s", float("inf")), ("buyers", "pace_s", float("nan")),
+    ("rpc", "call_timeout_s", 1e300), ("election", "startup_timeout_s", 86_401),
+    ("sellers", "period_s", float("-inf"))])
+def test_a_duration_must_be_a_finite_number_of_seconds_up_to_a_day(section, key, value):
+    """A call timeout of 1e300 s once started a market whose every call failed
+    ("timestamp out of range for platform time_t"); an infinite one never ends a wait."""
+    _fails(config_dict(ROLES, **{section: {key: value}}),
+           rf"{section}\.{key}: must be a finite number of seconds, at most 86400")
+
+
+def test_every_float_in_a_config_is_a_duration_in_seconds():
+    """The bound above speaks of seconds: a float key that is not one would need its own."""
+    def floats(cls):
+        for f in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[f.name]
+            if hint is float:
+                yield f.name
+            elif dataclasses.is_dataclass(hint):
+                yield from floats(hint)
+            elif typing.get_origin(hint) is tuple and dataclasses.is_dataclass(
+                    typing.get_args(hint)[0]):
+                yield from floats(typing.get_args(hint)[0])
+    names = list(floats(config.MarketConfig))
+    assert len(names) >= 10 and all(n.endswith("_s") for n in names), names
+
+
+def test_a_float_that_yaml_reads_as_text_says_how_to_write_it(tmp_path):
+    path = _default_with(tmp_path, "call_timeout_s: 5.0", "call_timeout_s: 5e0")
+    with pytest.raises(ConfigError, match=r"rpc\.call_timeout_s: expected float, got str "
+                                          r"'5e0' \(YAML reads this as text: write the "
+                                          r"number with a dot, such as 1\.0e\+3\)"):
+        config.load(path)
+    assert config.load(_default_with(tmp_path, "call_timeout_s: 5.0",
+                                     "call_timeout_s: 5.0e+0")).rpc.call_timeout_s == 5.0
+
+
+@pytest.mark.parametrize("db_path", ["", ":memory:", "  "])
+def test_a_database_sqlite_would_keep_in_memory_is_refused(db_path):
+    """SQLite opens "" as a private temporary database per connection: the warehouse
+    answered every call with "no such table" and would have kept nothing."""
+    _fails(config_dict(ROLES, warehouse={"db_path": db_path}),
+           r"warehouse\.db_path: must name a file .* which would lose every order")
+
+
+def test_an_empty_log_folder_is_refused():
+    _fails(config_dict(ROLES, logs={"dir": ""}), r'logs\.dir: must name a folder \("\." for')
+
+
+def test_threadpool_and_detection_time_are_bounded():
+    _fails(config_dict(ROLES, rpc={"threadpool_size": 4097}),
+           r"rpc\.threadpool_size: must be at most 4096")
+    _fails(config_dict(ROLES, heartbeat={"interval_s": 3600.0, "misses": 24, "timeout_s": 1.0}),
+           r"heartbeat\.misses: times heartbeat\.interval_s, plus heartbeat\.timeout_s, "
+           r"bounds how long a dead trader goes unnoticed")
+    config.from_dict(config_dict(ROLES, heartbeat={"interval_s": 3600.0, "misses": 23,
+                                                   "timeout_s": 1.0}))
 
 
 def test_threadpool_must_fit_every_peer():
