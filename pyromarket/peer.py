@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = runtime.role_args("python -m pyromarket.peer", "Run one market peer.", argv,
                              with_peer_id=True)
     cfg = runtime.load_config(args.config)
-    me = cfg.peer(args.id)
+    me = runtime.peer_config(cfg, args.id)
     stop = runtime.stop_on_signals()
     rpc.configure(cfg.rpc.threadpool_size)
     log = runtime.open_log(args.run_dir, cfg, f"peer-{me.id}")

@@ -43,6 +43,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.index < 1:
         parser.error("--index must be >= 1")
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be from 0 (any free port) to 65535")
+    cores = sorted(os.sched_getaffinity(0))
+    if args.core is not None and args.core not in cores:
+        parser.error(f"--core must be one this process may run on: {cores}")
     return args
 
 

@@ -560,6 +560,8 @@ class Server:
         except OSError as exc:
             kind = PortInUse if exc.errno == errno.EADDRINUSE else CannotServe
             raise kind(bind_error_words(exc, host, port)) from None
+        except OverflowError:
+            raise CannotServe(f"cannot listen on {host}:{port} (a port is 0 to 65535)") from None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pyro-daemon", daemon=True)
 

@@ -80,8 +80,28 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def peer_config(cfg: config.MarketConfig, peer_id: int) -> config.PeerConfig:
+    """The config's peer `peer_id` (--id), or a one-line error and exit code 2."""
+    try:
+        return cfg.peer(peer_id)
+    except config.ConfigError:
+        ids = ", ".join(str(p.id) for p in cfg.peers)
+        print(f"error: --id {peer_id}: {cfg.source} has no peer with that id (its peers: "
+              f"{ids})", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def open_log(run_dir: str | None, cfg: config.MarketConfig, name: str) -> EventLog:
+    """This role's event log in the run's folder, or a one-line error and exit code 1 if
+    the folder cannot be made."""
     folder = run_dir or cfg.logs.dir
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        key = "--run-dir" if run_dir else "logs.dir"
+        print(f"error: {key}: cannot create the folder {folder} ({exc.strerror})",
+              file=sys.stderr)
+        raise SystemExit(1) from None
     return EventLog(os.path.join(folder, f"{name}.txt"))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -43,8 +44,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true",
                         help="delete the warehouse database first, starting from initial_stock")
     args = parser.parse_args(argv)
-    if args.duration is not None and args.duration <= 0:
-        parser.error("--duration must be > 0")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        parser.error("--duration must be a finite number of seconds > 0 (leave it out to "
+                     "trade until Ctrl-C)")
     return args
 
 

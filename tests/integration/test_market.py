@@ -240,6 +240,34 @@ def test_a_role_at_an_address_not_of_this_machine_says_so_in_one_line(
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+def _run_role(module, path, *extra):
+    return subprocess.run([sys.executable, "-m", module, "--config", path, *extra],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("module,extra,code,said", [
+    ("pyromarket.peer", ["--id", "99"], 2, "error: --id 99: "),
+    ("pyromarket.replica", ["--index", "3", "--port", "70000"], 2,
+     "error: --port must be from 0 (any free port) to 65535"),
+    ("pyromarket.replica", ["--index", "3", "--core", "4096"], 2,
+     "error: --core must be one this process may run on"),
+    ("pyromarket.warehouse", ["--run-dir", "{blocked}"], 1, "error: --run-dir: cannot create"),
+    ("pyromarket.peer", ["--id", "1", "--run-dir", "{blocked}"], 1,
+     "error: --run-dir: cannot create")])
+def test_a_role_started_by_hand_with_bad_arguments_says_so_in_one_line(
+        make_config, tmp_path, module, extra, code, said):
+    """Each of these ended in a traceback (ConfigError, OverflowError from bind, OSError
+    from sched_setaffinity, FileNotFoundError from makedirs)."""
+    cfg, path = make_config(ROLES, 2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file, so no folder can be made under it")
+    done = _run_role(module, path, *[a.replace("{blocked}", str(blocker / "run"))
+                                     for a in extra])
+    assert done.returncode == code
+    assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert _ports_free(cfg)
+
+
 def test_a_corrupt_database_is_named_and_only_the_warehouse_is_blamed(make_config, tmp_path):
     cfg, path = make_config(ROLES, 2)
     Path(cfg.warehouse.db_path).write_bytes(b"not a database " * 100)

@@ -1,6 +1,8 @@
-"""The launcher's summary text: pure formatting, no market."""
+"""The launcher's summary text and argument checks: pure, no market."""
 
-from pyromarket.start import format_summary
+import pytest
+
+from pyromarket.start import format_summary, main
 from pyromarket.trader import STAT_KEYS
 
 
@@ -38,3 +40,13 @@ def test_denials_the_disk_refused_are_owned_up_to_under_the_under_sells():
     text = format_summary(_summary(requests=1, unrecorded_denials=7))
     assert ("(the disk refused 7 local denials' records, so under-sells may be undercounted "
             "by up to that many)") in text
+
+
+@pytest.mark.parametrize("duration", ["nan", "inf", "-inf", "0", "-1"])
+def test_a_duration_that_is_not_a_finite_positive_number_is_refused_before_anything(
+        duration, capsys):
+    """--duration nan used to stop the market at once, inf never (as without it)."""
+    with pytest.raises(SystemExit) as stop:
+        main([f"--duration={duration}"])
+    assert stop.value.code == 2
+    assert "--duration must be a finite number of seconds > 0" in capsys.readouterr().err
