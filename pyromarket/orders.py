@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from .errors import InvalidRequest, UnknownProduct
 
 __all__ = ["Order", "check", "check_row", "check_product", "check_label", "check_counts",
+           "check_slot", "MAX_LISTED_TRADERS",
            "new_request_id", "shown", "KINDS", "MAX_ID_LEN", "MAX_PRODUCT_LEN",
            "MAX_PRODUCTS", "MAX_BATCH_ORDERS", "MAX_EPOCH", "MAX_QUANTITY", "MAX_STOCK"]
 
@@ -27,6 +28,7 @@ MAX_EPOCH = 2**31 - 1     # epochs count trader joins; the ledger stores them as
 MAX_QUANTITY = 2**31 - 1  # the most `max_quantity` may allow in one order
 MAX_STOCK = 2**62         # the most the warehouse holds of a product; a sell past it is refused
 SHOWN_CHARS = 60          # how much of a refused value an error message repeats
+MAX_LISTED_TRADERS = 4_096   # the most live traders one broadcast may list (one per peer)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,13 @@ def check_counts(**values: Any) -> None:
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                for v in values.values()):
         raise InvalidRequest(f"{' and '.join(values)} must be non-negative ints")
+
+
+def check_slot(value: Any, what: str = "a trader's number") -> int:
+    """A trader's n (of market.trader.<n>) or an epoch: an int from 1 to MAX_EPOCH."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_EPOCH:
+        raise InvalidRequest(f"{what} must be an int from 1 to {MAX_EPOCH}, got {shown(value)}")
+    return value
 
 
 def check_product(product: Any, products: Iterable[str]) -> str:

@@ -25,7 +25,7 @@ from .election import RingElection, Send, check_message, trader_index
 from .errors import InvalidRequest, Unavailable
 from .eventlog import EventLog
 from .failover import TRADER_OBJECT, Failover
-from .orders import check_label
+from .orders import MAX_LISTED_TRADERS, check_label, check_slot
 from .post import TradingPost
 
 __all__ = ["PeerNode", "ElectionDriver", "main"]
@@ -119,9 +119,13 @@ class PeerNode:
     @rpc.remote
     def trader_down(self, trader: int, by: int, live: list) -> bool:
         """A survivor's broadcast: `trader` failed; `live` are the traders that remain."""
-        ints = (trader, by, *live) if isinstance(live, list) else (None,)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
-            raise InvalidRequest("trader_down(trader: int, by: int, live: list of int)")
+        check_slot(trader, "trader")
+        check_slot(by, "by")
+        if not isinstance(live, list) or len(live) > MAX_LISTED_TRADERS:
+            raise InvalidRequest(f"live must be a list of at most {MAX_LISTED_TRADERS} "
+                                 f"traders' numbers")
+        for n in live:
+            check_slot(n, "each of live")
         if self.failover is not None:
             self.failover.note_dead(trader)
         if self.trading is not None:
@@ -133,8 +137,7 @@ class PeerNode:
     @rpc.remote
     def trader_up(self, trader: int, uri: str) -> bool:
         """A launched trader's broadcast: it now serves as `market.trader.<trader>`."""
-        if not isinstance(trader, int) or isinstance(trader, bool) or not isinstance(uri, str):
-            raise InvalidRequest("trader_up(trader: int, uri: str)")
+        check_slot(trader, "trader")
         check_label(uri, "uri", max_len=512)
         if self.trading is not None:
             self.trading.directory.note_up(trader)

@@ -21,8 +21,8 @@ from . import config, rpc, runtime
 from .batching import Batcher
 from .errors import FencedOut, InvalidRequest, MarketError, to_wire
 from .eventlog import EventLog
-from .orders import (MAX_BATCH_ORDERS, MAX_EPOCH, Order, check, check_counts, check_product,
-                     check_row, new_request_id, shown)
+from .orders import (MAX_BATCH_ORDERS, Order, check, check_counts, check_product, check_row,
+                     check_slot, new_request_id)
 from .store import SHIPPED, STOCKED, UNAVAILABLE, DatabaseInUse, Store
 
 __all__ = ["Warehouse", "main", "LEDGER_PAGE_MAX"]
@@ -159,7 +159,7 @@ class Warehouse:
     @rpc.remote
     def join(self, trader: int) -> int:
         """A trader starting in slot `trader` gets a fresh epoch to stamp its orders with."""
-        _check_slot(trader)
+        check_slot(trader, "trader")
         epoch = self._store.join(trader)
         self._log(f"Warehouse granted Trader {trader} epoch {epoch}")
         return epoch
@@ -168,10 +168,10 @@ class Warehouse:
     def fence(self, trader: int, by: int, epoch: int = 0) -> int | None:
         """Trader `by` declared trader `trader` dead: refuse its writes from now on.
         `epoch`: the one its heartbeats showed (0: the slot's current epoch)."""
-        _check_slot(trader)
-        _check_slot(by)
+        check_slot(trader, "trader")
+        check_slot(by, "by")
         if epoch != 0:
-            _check_slot(epoch)
+            check_slot(epoch, "epoch")
         epoch = self._store.fence(trader, epoch or None)
         self._log(f"Warehouse fenced Trader {trader} (epoch {epoch}) because Trader {by} "
                   f"declared it dead; its writes are refused from now on")
@@ -180,7 +180,7 @@ class Warehouse:
     @rpc.remote
     def fenced(self, epoch: int) -> bool:
         """Whether writes with this epoch are refused (a paused trader asks on waking)."""
-        _check_slot(epoch)
+        check_slot(epoch, "epoch")
         return self._store.is_fenced(epoch)
 
     @rpc.remote
@@ -231,12 +231,6 @@ class Warehouse:
         self._log.many([_describe(o, r) for o, r in zip(orders, results)])
         with self._stats_lock:
             self._stats.update(counts)
-
-
-def _check_slot(n: Any) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_EPOCH:
-        raise InvalidRequest(f"expected an int from 1 to {MAX_EPOCH}, got {shown(n)}")
-    return n
 
 
 _STAT_KEYS = ("orders", "batches", "apply_calls", "shipped", "shipped_units", "stocked",

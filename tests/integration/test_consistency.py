@@ -121,6 +121,21 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
         assert w.inventory() == before
         assert w.ledger(0, 100) == []
         assert t.buy("salt", 1)["outcome"] == "shipped"   # the connection still works
+    with market.peer(market.cfg.peers[0].id) as p:
+        known = p.status()["traders"]
+        for args in ((0, 1, [1]), (1, True, [1]), (1, 2, "1"), (1, 2, [10**40]),
+                     (2**31, 1, []), (1, 2, [1] * 4097)):
+            with pytest.raises(InvalidRequest):
+                p.trader_down(*args)
+        for args in ((0, "PYRO:x@127.0.0.1:1"), (1.5, "u"), (10**40, "u"), (1, "a\nb"),
+                     (1, 5)):
+            with pytest.raises(InvalidRequest):
+                p.trader_up(*args)
+        assert p.status()["traders"] == known
+        assert p.trader_up(1, "PYRO:market.trader@127.0.0.1:1") is True    # a good one
+    log = Path(market.run_dir) / f"peer-{market.cfg.peers[0].id}.txt"
+    wait_until(lambda: log.exists() and "was told" in log.read_text(), 10, "the good call's line")
+    assert log.read_text().count("was told") == 1    # and none of the refused calls had one
 
 
 def test_a_message_over_the_size_limit_is_refused_from_its_header(start_market, monkeypatch):
