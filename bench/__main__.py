@@ -10,6 +10,7 @@ folder, which `python -m writeup` turns into the report. `--quick` is a smoke ru
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import time
@@ -19,6 +20,8 @@ from bench import (autoscale, cache, core, durability, failover, harness, ratio,
                    sweep)
 from pyromarket import config, process
 
+# the longest measurement of one configuration: at an hour each, `python -m bench` takes days
+MAX_DURATION_S = 3600.0
 EXPERIMENTS = {"core": core, "cache": cache, "sweep": sweep, "ratio": ratio,
                "staleness": staleness, "durability": durability, "failover": failover,
                "autoscale": autoscale}
@@ -49,10 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stock", type=int, default=0,
                         help="initial stock per product for the cache experiment (0 = scarce)")
     args = parser.parse_args(argv)
-    if (args.reps is not None and args.reps < 1) or args.duration <= 0:
-        parser.error("--reps must be >= 1 and --duration > 0")
-    if args.ttl < 0 or args.stock < 0:
-        parser.error("--ttl and --stock must be >= 0")
+    if args.reps is not None and args.reps < 1:
+        parser.error("--reps must be >= 1")
+    if not (math.isfinite(args.duration) and 0 < args.duration <= MAX_DURATION_S):
+        parser.error(f"--duration must be a number of seconds > 0 and at most "
+                     f"{MAX_DURATION_S:.0f}")
+    if not (math.isfinite(args.ttl) and 0 < args.ttl <= config.MAX_SECONDS):
+        parser.error(f"--ttl must be a number of seconds > 0 and at most {config.MAX_SECONDS:.0f}")
+    if args.stock < 0:
+        parser.error("--stock must be >= 0")
     try:
         config.load(args.config)
     except config.ConfigError as exc:

@@ -60,7 +60,9 @@ def test_bench_help_lists_the_experiments():
 
 
 @pytest.mark.parametrize("args", [["--reps", "0"], ["--duration", "-1"], ["--stock", "-5"],
-                                  ["--ttl", "-0.5"], ["--config", "no/such.yaml"]])
+                                  ["--ttl", "-0.5"], ["--config", "no/such.yaml"],
+                                  ["--duration", "nan"], ["--duration", "inf"],
+                                  ["--duration", "1e300"], ["--ttl", "nan"], ["--ttl", "0"]])
 def test_bad_arguments_are_refused_before_anything_starts(tmp_path, args):
     done = subprocess.run([sys.executable, "-m", "bench", "core", "--out", str(tmp_path), *args],
                           capture_output=True, text=True, timeout=60)
