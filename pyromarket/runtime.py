@@ -93,16 +93,15 @@ def peer_config(cfg: config.MarketConfig, peer_id: int) -> config.PeerConfig:
 
 def open_log(run_dir: str | None, cfg: config.MarketConfig, name: str) -> EventLog:
     """This role's event log in the run's folder, or a one-line error and exit code 1 if
-    the folder cannot be made."""
+    the folder cannot be made or the file opened (EventLog makes the folder)."""
     folder = run_dir or cfg.logs.dir
     try:
-        os.makedirs(folder, exist_ok=True)
+        return EventLog(os.path.join(folder, f"{name}.txt"))
     except OSError as exc:
         key = "--run-dir" if run_dir else "logs.dir"
-        print(f"error: {key}: cannot create the folder {folder} ({exc.strerror})",
-              file=sys.stderr)
+        print(f"error: {key}: cannot create the folder {folder} or a log in it "
+              f"({exc.strerror})", file=sys.stderr)
         raise SystemExit(1) from None
-    return EventLog(os.path.join(folder, f"{name}.txt"))
 
 
 def trader_core(index: int) -> int:
