@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sqlite3
 import threading
 from typing import Any, Iterator
 
@@ -21,7 +22,7 @@ from .launcher import replica_pids
 from .process import (Service, address_problem, bind_error_words, port_in_use, python_module,
                       stop_all, stop_pids, wait_until)
 from .replica import OWNER_ENV
-from .store import DatabaseInUse, lock_database
+from .store import DatabaseInUse, check_database_file, lock_database
 
 __all__ = ["Market"]
 
@@ -268,7 +269,8 @@ class Market:
         """Raise RuntimeError, before anything is started or unregistered, if a market
         already answers at this name server, or if a port or the database this one needs
         is taken: starting anyway would unregister the live market's names (so its peers
-        lose their traders) and then fail."""
+        lose their traders) and then fail. Also if the database file is not a warehouse's
+        (`store.check_database_file`, which only reads it)."""
         ns = self.cfg.nameserver
         with contextlib.suppress(Unavailable), rpc.translated("warehouse"):
             with self.warehouse(2.0) as w:
@@ -284,12 +286,19 @@ class Market:
             raise RuntimeError(f"already in use, by another market or program: {', '.join(taken)}")
         _make_dir(os.path.dirname(os.path.abspath(wh.db_path)), "warehouse.db_path")
         try:
-            os.close(lock_database(wh.db_path))     # free now; the warehouse takes it for good
+            lock = lock_database(wh.db_path)        # free now; the warehouse takes it for good
         except DatabaseInUse as exc:
             raise RuntimeError(f"warehouse.db_path: {exc}") from None
         except OSError as exc:
             raise RuntimeError(f"warehouse.db_path: cannot open {wh.db_path}.lock "
                                f"({exc.strerror})") from None
+        try:
+            if os.path.exists(wh.db_path):
+                check_database_file(wh.db_path)
+        except sqlite3.DatabaseError as exc:          # not SQLite, or somebody else's
+            raise RuntimeError(f"warehouse.db_path: {wh.db_path}: {exc}") from None
+        finally:
+            os.close(lock)
 
     def _clear_names(self) -> None:
         """Names left by an earlier run on a long-lived name server would mislead peers."""

@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import signal
+import sqlite3
 import sys
 import time
 from typing import Sequence
@@ -23,7 +24,7 @@ from .errors import ConfigError, Unavailable
 from .market import Market
 from .process import wait_until
 from .runtime import RENEW_NAME_S
-from .store import DatabaseInUse, lock_database
+from .store import DatabaseInUse, check_database_file, lock_database
 
 __all__ = ["main", "summarize", "format_summary", "MAX_NAMESERVER_RESTARTS"]
 
@@ -58,11 +59,14 @@ def _run_dir(cfg: config.MarketConfig, given: str | None) -> str:
 
 def _fresh(db_path: str) -> None:
     """Delete the warehouse database, unless a warehouse has it open (DatabaseInUse):
-    deleting a live database would lose every commit made after it."""
+    deleting a live database would lose every commit made after it; or unless the file is
+    not a warehouse database (sqlite3.DatabaseError): a db_path that names some other
+    file by mistake must not cost that file."""
     if not os.path.exists(db_path):
         return
     fd = lock_database(db_path)
     try:
+        check_database_file(db_path)
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(db_path + suffix)
@@ -167,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _fresh(cfg.warehouse.db_path)
         except DatabaseInUse as exc:
             print(f"error: --fresh: {exc}", file=sys.stderr)
+            return 1
+        except sqlite3.DatabaseError as exc:
+            print(f"error: --fresh: {cfg.warehouse.db_path}: {exc}; nothing was deleted",
+                  file=sys.stderr)
             return 1
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops like Ctrl-C
     market = Market(cfg, args.config, _run_dir(cfg, args.run_dir))

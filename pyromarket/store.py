@@ -21,8 +21,8 @@ from typing import Iterable, Mapping, Sequence
 from .errors import ConflictingRequest, FencedOut, InvalidRequest, Unavailable, UnknownProduct
 from .orders import MAX_STOCK, Order
 
-__all__ = ["Store", "DatabaseInUse", "lock_database", "conservation", "SHIPPED", "UNAVAILABLE",
-           "STOCKED"]
+__all__ = ["Store", "DatabaseInUse", "NotAWarehouseDatabase", "lock_database",
+           "check_database_file", "conservation", "SHIPPED", "UNAVAILABLE", "STOCKED"]
 
 SHIPPED, UNAVAILABLE, STOCKED = "shipped", "unavailable", "stocked"
 
@@ -57,6 +57,56 @@ CREATE TABLE IF NOT EXISTS seed (             -- stock each product started with
     stock   INTEGER NOT NULL
 );
 """
+
+
+def _tables(db: sqlite3.Connection) -> dict[str, list[str]]:
+    """Each table's name and its columns, in order (SQLite's own tables left out)."""
+    names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                      "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    quoted = {n: '"' + n.replace('"', '""') + '"' for n in names}
+    return {n: [c[1] for c in db.execute(f"PRAGMA table_info({quoted[n]})")] for n in names}
+
+
+def _warehouse_tables() -> dict[str, list[str]]:
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        return _tables(db)
+    finally:
+        db.close()
+
+
+WAREHOUSE_TABLES = _warehouse_tables()
+
+
+class NotAWarehouseDatabase(sqlite3.DatabaseError):
+    """An SQLite database with tables the warehouse did not make: opening it as one would
+    add the warehouse's tables to somebody else's file, and `--fresh` would delete it."""
+
+
+def check_database(db: sqlite3.Connection) -> None:
+    """Raise NotAWarehouseDatabase unless every table in `db` is one of the warehouse's,
+    with its columns (an empty database, or a schema cut short, is fine: the rest is
+    created). Reads only; a file that is not SQLite raises sqlite3.DatabaseError."""
+    found = _tables(db)
+    strange = sorted(set(found) - set(WAREHOUSE_TABLES))
+    if strange:
+        raise NotAWarehouseDatabase(f"not a warehouse database: it holds tables {strange}, "
+                                    f"and a warehouse's are {sorted(WAREHOUSE_TABLES)}")
+    for name, columns in found.items():
+        if columns != WAREHOUSE_TABLES[name]:
+            raise NotAWarehouseDatabase(f"not a warehouse database: its table {name!r} has "
+                                        f"columns {columns}, and a warehouse's has "
+                                        f"{WAREHOUSE_TABLES[name]}")
+
+
+def check_database_file(path: str) -> None:
+    """`check_database` on the file at `path`, which it only reads."""
+    db = sqlite3.connect(path)
+    try:
+        check_database(db)
+    finally:
+        db.close()
 
 
 class DatabaseInUse(RuntimeError):
@@ -97,9 +147,10 @@ class Store:
         self._readers: list[sqlite3.Connection] = []
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            check_database(self._db)               # before anything is written to the file
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")   # all or none
             self._seed(initial_stock)
             self._mirror = self._load_mirror()
             self._fenced = {e for (e,) in self._db.execute("SELECT epoch FROM fenced")}

@@ -268,14 +268,32 @@ def test_a_role_started_by_hand_with_bad_arguments_says_so_in_one_line(
     assert _ports_free(cfg)
 
 
-def test_a_corrupt_database_is_named_and_only_the_warehouse_is_blamed(make_config, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--fresh"]])
+@pytest.mark.parametrize("content,said", [
+    (None, "file is not a database"),
+    ("CREATE TABLE notes (text)", "not a warehouse database: it holds tables ['notes']")])
+def test_a_database_that_is_not_a_warehouses_is_named_and_kept(make_config, tmp_path, extra,
+                                                                content, said):
+    """A db_path that names some other file by mistake: before, the launcher started
+    everything and the warehouse died with SQLite's words (or added its tables to an
+    SQLite file), and --fresh deleted the file. Now nothing starts and nothing changes."""
     cfg, path = make_config(ROLES, 2)
-    Path(cfg.warehouse.db_path).write_bytes(b"not a database " * 100)
-    done = _run_launcher(path, "--duration", "1", "--run-dir", str(tmp_path / "cli"))
+    db = Path(cfg.warehouse.db_path)
+    if content is None:
+        db.write_bytes(b"not a database " * 100)
+    else:
+        conn = sqlite3.connect(db)
+        conn.execute(content)
+        conn.commit()
+        conn.close()
+    before = db.read_bytes()
+    done = _run_launcher(path, "--duration", "1", *extra, "--run-dir", str(tmp_path / "cli"))
     assert done.returncode == 1
-    assert f"error: {cfg.warehouse.db_path}: file is not a database" in done.stderr
-    assert "nameserver" not in done.stderr          # stopped by the launcher, not crashed
+    assert f"{cfg.warehouse.db_path}: {said}" in done.stderr, done.stderr
+    assert ("nothing was deleted" in done.stderr) == bool(extra)
     assert "Traceback" not in done.stderr
+    assert db.read_bytes() == before
+    assert _ports_free(cfg)
 
 
 @pytest.mark.parametrize("section,key,named", [("warehouse", "db_path", "warehouse.db_path"),

@@ -1,6 +1,7 @@
 """The warehouse store: atomic batches, idempotent replay, durability, audit."""
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -10,8 +11,8 @@ import pytest
 from pyromarket.errors import (ConflictingRequest, FencedOut, InvalidRequest, UnknownProduct,
                                Unavailable)
 from pyromarket.orders import MAX_STOCK, Order
-from pyromarket.store import (SHIPPED, STOCKED, UNAVAILABLE, DatabaseInUse, Store,
-                              conservation, lock_database)
+from pyromarket.store import (SHIPPED, STOCKED, UNAVAILABLE, WAREHOUSE_TABLES, DatabaseInUse,
+                              NotAWarehouseDatabase, Store, conservation, lock_database)
 
 
 @pytest.fixture
@@ -170,6 +171,48 @@ def test_a_file_that_is_not_a_database_is_refused_and_holds_no_lock(tmp_path):
     with pytest.raises(sqlite3.DatabaseError, match="not a database"):
         Store(str(path), {"salt": 5})
     os.close(lock_database(str(path)))                 # nothing kept the lock
+
+
+def _foreign(path, *statements) -> bytes:
+    db = sqlite3.connect(path)
+    for sql in statements:
+        db.execute(sql)
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("statements,said", [
+    (["CREATE TABLE notes (text)", "INSERT INTO notes VALUES ('keep me')"],
+     "it holds tables ['notes']"),
+    (["CREATE TABLE inventory (x)"],
+     "its table 'inventory' has columns ['x'], and a warehouse's has ['product', 'stock', "
+     "'version']")])
+def test_somebody_elses_sqlite_database_is_refused_and_left_exactly_as_it_was(
+        tmp_path, statements, said):
+    """Before, the store added its five tables (and WAL mode) to any SQLite file at its
+    path, and only then failed on a missing column, or not at all."""
+    path = tmp_path / "theirs.sqlite3"
+    before = _foreign(path, *statements)
+    with pytest.raises(NotAWarehouseDatabase, match=re.escape(said)):
+        Store(str(path), {"salt": 5})
+    assert path.read_bytes() == before
+    assert not (tmp_path / "theirs.sqlite3-wal").exists()
+    os.close(lock_database(str(path)))                 # nothing kept the lock
+
+
+def test_a_schema_cut_short_is_completed(tmp_path):
+    path = tmp_path / "wh.sqlite3"
+    _foreign(path, "CREATE TABLE seed (product TEXT PRIMARY KEY, stock INTEGER NOT NULL)")
+    s = Store(str(path), {"salt": 5})
+    try:
+        assert s.lookup("salt")["stock"] == 5
+    finally:
+        s.close()
+    db = sqlite3.connect(path)
+    assert {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} \
+        == set(WAREHOUSE_TABLES)
+    db.close()
 
 
 def test_state_and_ledger_survive_reopen(tmp_path):
