@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from .errors import InvalidRequest, UnknownProduct
 
-__all__ = ["Order", "check", "check_row", "check_product", "check_label", "check_counts",
+__all__ = ["Order", "check", "check_row", "check_product", "check_label", "check_page",
            "check_slot", "MAX_LISTED_TRADERS",
            "new_request_id", "shown", "KINDS", "MAX_ID_LEN", "MAX_PRODUCT_LEN",
            "MAX_PRODUCTS", "MAX_BATCH_ORDERS", "MAX_EPOCH", "MAX_QUANTITY", "MAX_STOCK"]
@@ -90,12 +90,15 @@ class _BoundedRepr(reprlib.Repr):
 _SHOWN = _BoundedRepr()
 
 
-def check_counts(**values: Any) -> None:
-    """Raise InvalidRequest unless every value is a non-negative int (a page's cursor and
-    size, say), naming them."""
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-               for v in values.values()):
-        raise InvalidRequest(f"{' and '.join(values)} must be non-negative ints")
+def check_page(cursor: str, since: Any, limit: Any) -> None:
+    """Raise InvalidRequest unless a page request is sound: the cursor `since` (called
+    `cursor` in the message) a non-negative int, and `limit` a positive one (a page of
+    none would read as the end)."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if not (whole(since) and since >= 0 and whole(limit) and limit >= 1):
+        raise InvalidRequest(f"{cursor} must be a non-negative int and limit a positive int, "
+                             f"got {shown(since)} and {shown(limit)}")
 
 
 def check_slot(value: Any, what: str = "a trader's number") -> int:

@@ -26,7 +26,7 @@ from .denials import DenialFile
 from .errors import FencedOut, InvalidRequest, MarketError, NotATrader, Unavailable, from_wire
 from .eventlog import EventLog
 from .inventory import CachedInventory, SyncInventory
-from .orders import (Order, check, check_counts, check_label, check_product, new_request_id,
+from .orders import (Order, check, check_page, check_label, check_product, new_request_id,
                      shown)
 from .store import SHIPPED, STOCKED
 
@@ -190,7 +190,7 @@ class Trader:
     def denials(self, since: int = 0, limit: int = DENIALS_PAGE_MAX) -> list:
         """Up to `limit` (at most DENIALS_PAGE_MAX) local denials as [wall time, product,
         qty], from index `since` (cached mode). An empty page means no more."""
-        check_counts(since=since, limit=limit)
+        check_page("since", since, limit)
         if not isinstance(self._inventory, CachedInventory):
             return []
         page = self._inventory.denials_since(since, min(limit, DENIALS_PAGE_MAX))

@@ -21,7 +21,7 @@ from . import config, rpc, runtime
 from .batching import Batcher
 from .errors import FencedOut, InvalidRequest, MarketError, to_wire
 from .eventlog import EventLog
-from .orders import (MAX_BATCH_ORDERS, Order, check, check_counts, check_product, check_row,
+from .orders import (MAX_BATCH_ORDERS, Order, check, check_page, check_product, check_row,
                      check_slot, new_request_id)
 from .store import SHIPPED, STOCKED, UNAVAILABLE, DatabaseInUse, Store
 
@@ -148,8 +148,8 @@ class Warehouse:
     def ledger(self, since_seq: int = 0, limit: int = LEDGER_PAGE_MAX) -> list[dict]:
         """Up to `limit` (at most LEDGER_PAGE_MAX) ledger rows after `since_seq`, oldest
         first: the audit trail of every order. An empty page means no more rows."""
-        check_counts(since_seq=since_seq, limit=limit)
-        return self._store.ledger(min(since_seq, 2**63 - 1), max(1, min(limit, LEDGER_PAGE_MAX)))
+        check_page("since_seq", since_seq, limit)
+        return self._store.ledger(min(since_seq, 2**63 - 1), min(limit, LEDGER_PAGE_MAX))
 
     @rpc.remote
     def audit(self) -> dict:

@@ -108,10 +108,12 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
                 w.revalidate(bad)
         with pytest.raises(UnknownProduct):
             w.revalidate({"gold": 1})
-        for args in ((-1, 5), ("0", 5), (0, 2.5), (0, -1), (True, 5)):
-            with pytest.raises(InvalidRequest, match="must be non-negative ints"):
+        for args in ((-1, 5), ("0", 5), (0, 2.5), (0, -1), (True, 5), (0, 0)):
+            with pytest.raises(InvalidRequest, match="since must be a non-negative int and "
+                                                     "limit a positive int"):
                 t.denials(*args)
-            with pytest.raises(InvalidRequest, match="must be non-negative ints"):
+            with pytest.raises(InvalidRequest, match="since_seq must be a non-negative int "
+                                                     "and limit a positive int"):
                 w.ledger(*args)
         replies = w.apply([("buy", "salt", 1, "e", "t", 10**30), ("buy", "salt", 1, "f", "t\n", 0)])
         assert [r[:2] for r in replies] == [["error", "InvalidRequest"]] * 2
