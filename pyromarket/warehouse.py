@@ -46,7 +46,7 @@ class Warehouse:
         self._timeout_s = cfg.rpc.warehouse_timeout_s
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
-        self._started = time.time()
+        self._started = time.monotonic()
         self._commit_s = 0.0                 # time inside Store.apply, written by the leader
         self._apply_s = 0.0                  # time inside apply(), the server's share of a call
         self._batcher = Batcher(self._commit, cfg.warehouse.batch_max, name="group-commit")
@@ -141,7 +141,7 @@ class Warehouse:
                 "orders_per_commit": round(counts.get("orders", 0) / batches, 2) if batches else 0.0,
                 "commit_ms": round(1000 * self._commit_s / batches, 3) if batches else 0.0,
                 "apply_ms": round(1000 * self._apply_s / calls, 3) if calls else 0.0,
-                "uptime_s": round(time.time() - self._started, 3),
+                "uptime_s": round(time.monotonic() - self._started, 3),
                 "last_seq": self._store.last_seq(), "connections": self._connections()}
 
     @rpc.remote
