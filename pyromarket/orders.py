@@ -91,9 +91,9 @@ _SHOWN = _BoundedRepr()
 
 
 def check_page(cursor: str, since: Any, limit: Any) -> None:
-    """Raise InvalidRequest unless a page request is sound: the cursor `since` (called
-    `cursor` in the message) a non-negative int, and `limit` a positive one (a page of
-    none would read as the end)."""
+    """Raise InvalidRequest unless a page request is sound: its cursor `since` (named
+    `cursor` in the message) is a non-negative int and `limit` a positive one (a page
+    of none would read as the end)."""
     def whole(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
     if not (whole(since) and since >= 0 and whole(limit) and limit >= 1):

@@ -26,7 +26,7 @@ from .denials import DenialFile
 from .errors import FencedOut, InvalidRequest, MarketError, NotATrader, Unavailable, from_wire
 from .eventlog import EventLog
 from .inventory import CachedInventory, SyncInventory
-from .orders import (Order, check, check_page, check_label, check_product, new_request_id,
+from .orders import (Order, check, check_label, check_page, check_product, new_request_id,
                      shown)
 from .store import SHIPPED, STOCKED
 
