@@ -148,6 +148,33 @@ def test_warehouse_kill_9_and_restart_under_load_loses_and_duplicates_nothing(st
     assert sorted(market.traders()) == [1, 2]          # no trader was declared dead
 
 
+@pytest.mark.parametrize("mode", ["sync", "cached"])
+def test_a_paused_warehouse_costs_time_and_no_order(start_market, mode):
+    """SIGSTOP the warehouse for longer than the traders' warehouse timeout: their calls
+    time out, peers retry with the same ids, and after SIGCONT the requests the paused
+    warehouse still had queued are applied once. Nothing is lost, doubled or abandoned,
+    and no trader is declared dead (traders heartbeat each other, not the warehouse)."""
+    market = start_market(ROLES, 2, traders={"mode": mode}, **LOAD)
+    wait_until(lambda: total(market, "shipped") + total(market, "stocked") >= 30, 30, "trading")
+    warehouse = market.services["warehouse"]
+    retries = total(market, "retries")        # some happen at start, before traders are named
+    warehouse.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: total(market, "retries") >= retries + 2, 30,
+                   "peers to retry while the warehouse is paused")
+    finally:
+        warehouse.signal(signal.SIGCONT)
+    done = total(market, "shipped") + total(market, "stocked")
+    wait_until(lambda: total(market, "shipped") + total(market, "stocked") >= done + 30, 30,
+               "trading to resume after the pause")
+    market.stop_clients()
+    assert_consistent(market)
+    assert "retrying with the same request id" in peer_logs(market)
+    assert sorted(market.traders()) == [1, 2]
+    for n in (1, 2):
+        assert "declares it dead" not in trader_log(market, n)
+
+
 @pytest.mark.slow
 def test_a_60_s_run_without_faults_declares_no_one_dead(start_market):
     market = start_market(ROLES, 2, traders={"mode": "cached"}, **LOAD)
