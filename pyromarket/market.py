@@ -293,8 +293,7 @@ class Market:
             raise RuntimeError(f"warehouse.db_path: cannot open {wh.db_path}.lock "
                                f"({exc.strerror})") from None
         try:
-            if os.path.exists(wh.db_path):
-                check_database_file(wh.db_path)
+            check_database_file(wh.db_path)
         except sqlite3.DatabaseError as exc:          # not SQLite, or somebody else's
             raise RuntimeError(f"warehouse.db_path: {wh.db_path}: {exc}") from None
         finally:
