@@ -24,11 +24,13 @@ from .errors import ConfigError, Unavailable
 from .market import Market
 from .process import wait_until
 from .runtime import RENEW_NAME_S
+from .status import StatusLine, format_status
 from .store import DatabaseInUse, check_database_file, lock_database
 
 __all__ = ["main", "summarize", "format_summary", "MAX_NAMESERVER_RESTARTS"]
 
 MAX_NAMESERVER_RESTARTS = 5     # a name server that keeps exiting ends the run instead
+STATUS_POLL_S = 1.0             # the status line asks the warehouse this often (and waits no longer)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -44,11 +46,19 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="folder for this run's logs; default: <logs.dir>/run-<time>")
     parser.add_argument("--fresh", action="store_true",
                         help="delete the warehouse database first, starting from initial_stock")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="a live status line on stderr while trading (elapsed time, goods "
+                             "shipped and stocked); default: only when stderr is a terminal")
     args = parser.parse_args(argv)
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         parser.error("--duration must be a finite number of seconds > 0 (leave it out to "
                      "trade until Ctrl-C)")
     return args
+
+
+def _wants_progress(flag: bool | None) -> bool:
+    """--progress or --no-progress if given; otherwise whether stderr is a terminal."""
+    return sys.stderr.isatty() if flag is None else flag
 
 
 def _run_dir(cfg: config.MarketConfig, given: str | None) -> str:
@@ -136,27 +146,75 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _trade(market: Market, duration: float | None) -> float:
-    """Wait out the trading window; return its length. Raises if a child other than a
+def _trade(market: Market, duration: float | None, progress: _Progress) -> float:
+    """Wait out the trading window, drawing `progress`; return its length. Raises if a child other than a
     trader or the name server exited (a trader may fail: its survivors take over; the
     name server is started again, at most MAX_NAMESERVER_RESTARTS times)."""
-    started, reported, revived = time.monotonic(), set(), 0
-    while duration is None or time.monotonic() - started < duration:
+    started, reported, revived, elapsed = time.monotonic(), set(), 0, 0.0
+    while duration is None or elapsed < duration:
         time.sleep(0.2)
         for name in set(market.crashed()) - set(market.crashed(include_traders=False)) - reported:
             reported.add(name)
-            print(f"trader process {name} exited; its survivors take over", flush=True)
+            progress.say(f"trader process {name} exited; its survivors take over")
         if ("nameserver" in market.crashed(include_traders=False)
                 and revived < MAX_NAMESERVER_RESTARTS and market.revive_nameserver()):
             revived += 1
-            print(f"the name server exited; started it again ({revived} of at most "
-                  f"{MAX_NAMESERVER_RESTARTS}); the market's names are bound again within "
-                  f"{RENEW_NAME_S:.0f} s, and trading goes on meanwhile", flush=True)
+            progress.say(f"the name server exited; started it again ({revived} of at most "
+                         f"{MAX_NAMESERVER_RESTARTS}); the market's names are bound again "
+                         f"within {RENEW_NAME_S:.0f} s, and trading goes on meanwhile")
         if market.crashed(include_traders=False):
             raise RuntimeError(f"market processes exited unexpectedly: "
                                f"{market.crashed(include_traders=False)} "
                                f"(their output is in {market.run_dir})")
-    return time.monotonic() - started
+        elapsed = time.monotonic() - started
+        progress.tick(elapsed)             # the last one is drawn at the full duration
+    return elapsed
+
+
+class _Progress:
+    """The status line while the market trades (status.py): redrawn at every tick of
+    `_trade`, with the warehouse's counters asked at most once every STATUS_POLL_S
+    through one proxy kept for the purpose. Disabled, it asks nothing and only prints
+    what `say` is given."""
+
+    def __init__(self, market: Market, before: dict, duration: float | None, enabled: bool):
+        self._market, self._before, self._duration = market, before, duration
+        self.line = StatusLine(sys.stderr, enabled)
+        self._proxy, self._counts, self._next_poll = None, None, 0.0
+
+    def tick(self, elapsed_s: float) -> None:
+        if not self.line.enabled:
+            return
+        if time.monotonic() >= self._next_poll:
+            self._counts = self._poll(elapsed_s)
+            self._next_poll = time.monotonic() + STATUS_POLL_S
+        self.line.show(format_status(elapsed_s, self._duration, self._counts))
+
+    def say(self, text: str) -> None:
+        """An event line on stdout, below an erased status line."""
+        self.line.clear()
+        print(text, flush=True)
+
+    def close(self) -> None:
+        self.line.clear()
+        rpc.release(self._proxy)
+        self._proxy = None
+
+    def _poll(self, elapsed_s: float) -> tuple[int, int, float] | None:
+        """(shipped, stocked, shipped per second) since trading began; None while the
+        warehouse does not answer within STATUS_POLL_S (the proxy is then made again at
+        the next poll)."""
+        try:
+            with rpc.translated("warehouse"):
+                self._proxy = self._proxy or self._market.warehouse(STATUS_POLL_S)
+                now = self._proxy.stats()
+        except Unavailable:
+            rpc.release(self._proxy)
+            self._proxy = None
+            return None
+        shipped = now["shipped_units"] - self._before["shipped_units"]
+        return (shipped, now["stocked_units"] - self._before["stocked_units"],
+                shipped / elapsed_s if elapsed_s > 0 else 0.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"logs in {market.run_dir}", flush=True)
         market.start()
         started = True
-        _run(market, args.duration)
+        _run(market, args.duration, _wants_progress(args.progress))
     except (RuntimeError, TimeoutError, Unavailable) as exc:
         crashed = _crashed_soon(market)
         if crashed and "exited unexpectedly" not in str(exc):
@@ -212,18 +270,21 @@ def _crashed_soon(market: Market, within_s: float = 1.0) -> list[str]:
     return market.crashed()
 
 
-def _run(market: Market, duration: float | None) -> None:
+def _run(market: Market, duration: float | None, show_progress: bool) -> None:
     """Trade for `duration` (or until Ctrl-C), then stop the clients and summarize."""
     with rpc.translated("warehouse"), market.warehouse() as w:
         before = w.stats()
     traders = sorted(market.traders())
+    progress = _Progress(market, before, duration, show_progress)
     started = time.monotonic()
     try:                        # from the announcement on, Ctrl-C ends with a summary
         print(f"elected traders: {traders} (peers {sorted(market.trader_peers)}); trading"
               + (f" for {duration} s" if duration else " until Ctrl-C"), flush=True)
-        _trade(market, duration)
+        _trade(market, duration, progress)
     except KeyboardInterrupt:
-        print("\ninterrupted; stopping", flush=True)
+        progress.say("\ninterrupted; stopping")
+    finally:
+        progress.close()
     elapsed = time.monotonic() - started
     market.stop_clients()
     print(format_summary(summarize(market, before, elapsed)), flush=True)

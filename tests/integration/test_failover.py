@@ -213,10 +213,12 @@ def test_the_configs_forced_exit_is_survived_by_the_launcher(make_config, tmp_pa
     _cfg, path = make_config(ROLES, 2, traders={"mode": "cached"},
                              faults={"exit_traders": [{"trader": 2, "after_s": 1.5}]}, **LOAD)
     done = subprocess.run([sys.executable, "-m", "pyromarket.start", "--config", path,
-                           "--duration", "5", "--run-dir", str(tmp_path / "run")],
+                           "--duration", "5", "--progress", "--run-dir", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "exited; its survivors take over" in done.stdout
+    assert any(line.startswith("trader process peer-") and line.endswith("survivors take over")
+               for line in done.stdout.splitlines()), done.stdout      # a line of its own
+    assert "trading 5/5 s [" in done.stderr        # the status line went on through it
     assert "conservation per product: ok" in done.stdout
     log = (tmp_path / "run" / "trader-1.txt").read_text()
     assert "declares it dead" in log and "now the sole trader" in log

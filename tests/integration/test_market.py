@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import sqlite3
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pyromarket import rpc
+from pyromarket import rpc, status
 from pyromarket.process import Service, wait_until
 from tests.integration.conftest import assert_all_gone
 
@@ -85,7 +86,6 @@ def test_both_traders_serve_and_logs_follow_the_spec_format(start_market, tmp_pa
     # a log is written every 0.1 s by a thread of its own (eventlog.FLUSH_S)
     wait_until(lambda: (run / "trader-1.txt").read_text().strip(), 5, "trader 1's log lines")
     line = (run / "trader-1.txt").read_text().splitlines()[-1]
-    import re
     assert re.match(r"\d\d\.\d\d\.\d{4} \d\d:\d\d:\d\d\.\d\d Trader 1 ", line), line
     wait_until(lambda: "Warehouse shipped" in (run / "warehouse.txt").read_text(), 5,
                "the warehouse's log of a shipment")
@@ -109,12 +109,21 @@ def _ports_free(cfg) -> bool:
 
 
 def test_launcher_runs_summarizes_and_leaves_nothing(make_config, tmp_path):
+    """With --progress (stderr is a pipe here, so it is off by default) the launcher
+    draws a status line on stderr while it trades; the summary on stdout is unchanged."""
     cfg, path = make_config(ROLES, 2)
-    done = _run_launcher(path, "--duration", "2", "--run-dir", str(tmp_path / "cli"))
+    done = _run_launcher(path, "--duration", "2", "--progress", "--run-dir", str(tmp_path / "cli"))
     assert done.returncode == 0, done.stderr + done.stdout
     assert "elected traders: [1, 2]" in done.stdout
     assert "goods shipped:" in done.stdout and "conservation per product: ok" in done.stdout
     assert "trader 1 (peer" in done.stdout and "trader 2 (peer" in done.stdout
+    assert "trading" not in done.stdout.split("trading for 2.0 s", 1)[1]   # no status on stdout
+    drawn = [line for line in done.stderr.splitlines() if line.startswith("trading ")]
+    shipped = [int(re.search(r"\] (\d+) shipped \(", line).group(1)) for line in drawn]
+    assert len(drawn) >= 5 and shipped == sorted(shipped) and shipped[-1] > 0, done.stderr
+    assert drawn[-1].startswith("trading 2/2 s [" + "#" * status.BAR_WIDTH + "]"), drawn[-1]
+    summary = int(re.search(r"goods shipped: (\d+)", done.stdout).group(1))
+    assert shipped[-1] <= summary
     wait_until(lambda: _ports_free(cfg), 10, "every market port to be released")
 
 
@@ -126,6 +135,7 @@ def test_launcher_uses_an_already_running_pyro5_ns_and_leaves_it(make_config, tm
     try:
         done = _run_launcher(path, "--duration", "1", "--run-dir", str(tmp_path / "cli"))
         assert done.returncode == 0, done.stderr + done.stdout
+        assert "shipped (" not in done.stderr       # no status line when stderr is not a tty
         assert ns.running, "the launcher must not stop a name server it did not start"
         with rpc.nameserver(cfg.nameserver.host, cfg.nameserver.port) as nsp:
             assert nsp.list(prefix="market.") == {}   # its own names are cleaned up

@@ -1,0 +1,55 @@
+"""The launcher's live status line: how long the market has traded, and what the
+warehouse has shipped and stocked so far, redrawn in place about once a second.
+
+It goes to stderr, so a piped summary on stdout stays clean, and by default only when
+stderr is a terminal. `format_status` is pure; `StatusLine` only draws and erases.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+__all__ = ["format_status", "StatusLine", "BAR_WIDTH"]
+
+BAR_WIDTH = 20
+
+
+def format_status(elapsed_s: float, duration_s: float | None,
+                  counts: tuple[int, int, float] | None) -> str:
+    """`trading 12/60 s [####----] 340 shipped (28.3/s), 80 stocked`. `counts` is
+    (shipped, stocked, shipped per second) since trading began, as of the last time the
+    warehouse was asked, or None while it does not answer. Without a duration the market
+    trades until Ctrl-C, so there is no bar."""
+    if duration_s:
+        done = min(1.0, max(0.0, elapsed_s / duration_s))
+        filled = int(BAR_WIDTH * done)
+        head = (f"trading {elapsed_s:.0f}/{duration_s:.0f} s "
+                f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}]")
+    else:
+        head = f"trading {elapsed_s:.0f} s (Ctrl-C stops)"
+    if counts is None:
+        return f"{head} warehouse not answering"
+    shipped, stocked, per_s = counts
+    return f"{head} {shipped} shipped ({per_s:.1f}/s), {stocked} stocked"
+
+
+class StatusLine:
+    """One line redrawn in place with a carriage return. `clear()` erases it, so the
+    next ordinary line starts at column 0; a disabled line writes nothing."""
+
+    def __init__(self, stream: TextIO, enabled: bool):
+        self._stream, self.enabled, self._width = stream, enabled, 0
+
+    def show(self, text: str) -> None:
+        if not self.enabled:
+            return
+        self._stream.write("\r" + text.ljust(self._width))
+        self._stream.flush()
+        self._width = max(self._width, len(text))
+
+    def clear(self) -> None:
+        if not self.enabled or not self._width:
+            return
+        self._stream.write("\r" + " " * self._width + "\r")
+        self._stream.flush()
+        self._width = 0
