@@ -393,7 +393,7 @@ def test_warehouse_kill_9_and_restart_loses_no_committed_operation(start_market)
         stop.set()
         worker.join(30)
     assert not errors, errors
-    with sqlite3.connect(market.cfg.warehouse.db_path) as db:
+    with contextlib.closing(sqlite3.connect(market.cfg.warehouse.db_path)) as db:
         rows = db.execute("SELECT request_id, outcome FROM ledger WHERE product='fish'").fetchall()
         stock = db.execute("SELECT stock FROM inventory WHERE product='fish'").fetchone()[0]
     ids = [r[0] for r in rows]

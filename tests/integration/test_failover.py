@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sqlite3
 import time
@@ -43,7 +44,7 @@ def assert_consistent(market) -> list[str]:
     """After stop_clients(): conservation per product, no request applied twice, and every
     outcome a peer acknowledged (logged) is exactly one ledger row, and vice versa."""
     db = market.cfg.warehouse.db_path
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         rows = conn.execute("SELECT request_id, product, qty, outcome FROM ledger").fetchall()
         stock = dict(conn.execute("SELECT product, stock FROM inventory"))
         seed = dict(conn.execute("SELECT product, stock FROM seed"))
@@ -99,7 +100,7 @@ def test_a_paused_trader_is_fenced_and_steps_down_when_resumed(start_market):
     market.stop_clients()
     ids = assert_consistent(market)
     assert "zombie-write-1" not in ids
-    with sqlite3.connect(market.cfg.warehouse.db_path) as db:
+    with contextlib.closing(sqlite3.connect(market.cfg.warehouse.db_path)) as db:
         fenced = db.execute("SELECT COUNT(*) FROM fenced").fetchone()[0]
     assert fenced == 1
 

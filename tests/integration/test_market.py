@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import sqlite3
@@ -21,13 +22,13 @@ ROLES = ["buyer", "buyer", "seller", "buyer", "seller"]
 
 def ledger_rows(db_path: str) -> list[dict]:
     """Read the ledger straight from the SQLite file, independent of the warehouse code."""
-    with sqlite3.connect(db_path) as db:
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
         db.row_factory = sqlite3.Row
         return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY seq")]
 
 
 def stock_and_seed(db_path: str) -> tuple[dict, dict]:
-    with sqlite3.connect(db_path) as db:
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
         return (dict(db.execute("SELECT product, stock FROM inventory")),
                 dict(db.execute("SELECT product, stock FROM seed")))
 

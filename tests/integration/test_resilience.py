@@ -46,7 +46,7 @@ def test_peers_retry_at_the_other_trader_with_the_same_id_when_one_hangs(start_m
     finally:
         hung.signal(signal.SIGCONT)
     market.stop_clients()
-    with sqlite3.connect(market.cfg.warehouse.db_path) as db:
+    with contextlib.closing(sqlite3.connect(market.cfg.warehouse.db_path)) as db:
         ids = [r[0] for r in db.execute("SELECT request_id FROM ledger")]
     assert len(ids) == len(set(ids)), "a retried request was applied twice"
     logs = "".join(p.read_text() for p in Path(market.run_dir).glob("peer-*.txt"))
