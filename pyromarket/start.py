@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import math
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -147,9 +148,9 @@ def _count(n: int, noun: str) -> str:
 
 
 def _trade(market: Market, duration: float | None, progress: _Progress) -> float:
-    """Wait out the trading window, drawing `progress`; return its length. Raises if a child other than a
-    trader or the name server exited (a trader may fail: its survivors take over; the
-    name server is started again, at most MAX_NAMESERVER_RESTARTS times)."""
+    """Wait out the trading window, drawing `progress`; return its length. Raises if a
+    child other than a trader or the name server exited (a trader may fail: its survivors
+    take over; the name server is started again, at most MAX_NAMESERVER_RESTARTS times)."""
     started, reported, revived, elapsed = time.monotonic(), set(), 0, 0.0
     while duration is None or elapsed < duration:
         time.sleep(0.2)
@@ -179,7 +180,7 @@ class _Progress:
 
     def __init__(self, market: Market, before: dict, duration: float | None, enabled: bool):
         self._market, self._before, self._duration = market, before, duration
-        self.line = StatusLine(sys.stderr, enabled)
+        self.line = StatusLine(sys.stderr, enabled, shutil.get_terminal_size().columns)
         self._proxy, self._counts, self._next_poll = None, None, 0.0
 
     def tick(self, elapsed_s: float) -> None:

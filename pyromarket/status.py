@@ -23,7 +23,7 @@ def format_status(elapsed_s: float, duration_s: float | None,
     if duration_s:
         done = min(1.0, max(0.0, elapsed_s / duration_s))
         filled = int(BAR_WIDTH * done)
-        head = (f"trading {elapsed_s:.0f}/{duration_s:.0f} s "
+        head = (f"trading {elapsed_s:.0f}/{duration_s:g} s "
                 f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}]")
     else:
         head = f"trading {elapsed_s:.0f} s (Ctrl-C stops)"
@@ -35,14 +35,17 @@ def format_status(elapsed_s: float, duration_s: float | None,
 
 class StatusLine:
     """One line redrawn in place with a carriage return. `clear()` erases it, so the
-    next ordinary line starts at column 0; a disabled line writes nothing."""
+    next ordinary line starts at column 0; a disabled line writes nothing. A text wider
+    than `columns - 1` is cut there: a line the terminal wrapped could not be redrawn."""
 
-    def __init__(self, stream: TextIO, enabled: bool):
+    def __init__(self, stream: TextIO, enabled: bool, columns: int = 80):
         self._stream, self.enabled, self._width = stream, enabled, 0
+        self._room = max(1, columns - 1)
 
     def show(self, text: str) -> None:
         if not self.enabled:
             return
+        text = text[:self._room]
         self._stream.write("\r" + text.ljust(self._width))
         self._stream.flush()
         self._width = max(self._width, len(text))

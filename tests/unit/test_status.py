@@ -27,6 +27,17 @@ def test_a_run_until_ctrl_c_has_no_bar_and_says_how_to_stop():
         "trading 7 s (Ctrl-C stops) 3 shipped (0.4/s), 0 stocked"
 
 
+def test_a_fractional_duration_is_shown_as_given():
+    assert format_status(0.2, 0.5, (0, 0, 0.0)).startswith("trading 0/0.5 s [")
+
+
+def test_a_line_wider_than_the_terminal_is_cut_so_it_never_wraps():
+    out = io.StringIO()
+    line = StatusLine(out, enabled=True, columns=10)
+    line.show("trading 12/60 s [####")
+    assert out.getvalue() == "\rtrading 1"
+
+
 def test_a_silent_warehouse_is_said_instead_of_stale_counts():
     assert format_status(3.0, 10.0, None).endswith("] warehouse not answering")
 
