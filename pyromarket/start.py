@@ -25,7 +25,7 @@ from .errors import ConfigError, Unavailable
 from .market import Market
 from .process import wait_until
 from .runtime import RENEW_NAME_S
-from .status import StatusLine, format_status
+from .status import StatusLine, format_rate, format_status
 from .store import DatabaseInUse, check_database_file, lock_database
 
 __all__ = ["main", "summarize", "format_summary", "MAX_NAMESERVER_RESTARTS"]
@@ -108,15 +108,9 @@ def scale_events(trader_stats) -> list[dict]:
     return [seen[k] for k in sorted(seen)]
 
 
-def _rate(per_s: float) -> str:
-    """One decimal, but two significant digits below 1/s: a quiet market's 2 goods in
-    60 s read 0.033/s, not 0.0/s."""
-    return f"{per_s:.1f}" if per_s >= 0.95 or per_s == 0 else f"{per_s:.2g}"
-
-
 def format_summary(s: dict) -> str:
     lines = [f"traded for {s['elapsed_s']:.1f} s",
-             f"goods shipped: {s['goods_shipped']} ({_rate(s['shipped_per_s'])}/s); "
+             f"goods shipped: {s['goods_shipped']} ({format_rate(s['shipped_per_s'])}/s); "
              f"goods stocked: {s['goods_stocked']}",
              f"warehouse orders per commit: {s['orders_per_commit']}"]
     for n, t in s["traders"].items():

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from typing import TextIO
 
-__all__ = ["format_status", "StatusLine", "BAR_WIDTH"]
+__all__ = ["format_status", "format_rate", "StatusLine", "BAR_WIDTH"]
 
 BAR_WIDTH = 20
+
+
+def format_rate(per_s: float) -> str:
+    """One decimal, but two significant digits where one decimal would read below 1/s: a
+    quiet market's 2 goods in 60 s read 0.033/s, not 0.0/s (the status line and the
+    launcher's summary alike). A higher rate never reads lower: 0.95 is 0.95, 0.96 is 1.0."""
+    tenths = f"{per_s:.1f}"
+    return tenths if per_s == 0 or float(tenths) >= 1 else f"{per_s:.2g}"
 
 
 def format_status(elapsed_s: float, duration_s: float | None,
@@ -30,7 +38,7 @@ def format_status(elapsed_s: float, duration_s: float | None,
     if counts is None:
         return f"{head} warehouse not answering"
     shipped, stocked, per_s = counts
-    return f"{head} {shipped} shipped ({per_s:.1f}/s), {stocked} stocked"
+    return f"{head} {shipped} shipped ({format_rate(per_s)}/s), {stocked} stocked"
 
 
 class StatusLine:

@@ -1,6 +1,9 @@
 """The project's promises about itself: the README's commands, CI, the layout."""
 
+import ast
 from pathlib import Path
+
+from pyromarket.trader import STAT_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,3 +41,14 @@ def test_only_rpc_imports_pyro5():
 def test_every_module_says_what_it_owns():
     for p in (ROOT / "pyromarket").glob("*.py"):
         assert p.read_text().lstrip().startswith('"""'), p.name
+
+
+def test_the_readme_repl_session_shows_every_trader_counter():
+    """The README's `t.stats()` reply is pasted from a real run; a counter added since
+    would be missing from it."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    reply = lines[lines.index(">>> t.stats()") + 1]
+    shown = ast.literal_eval(reply)
+    missing = {"trader", "peer", "mode", "epoch", "load_window", "scale_events",
+               "warehouse_calls", "orders_per_warehouse_call", *STAT_KEYS} - shown.keys()
+    assert missing == set()

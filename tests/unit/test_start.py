@@ -3,6 +3,7 @@
 import pytest
 
 from pyromarket.start import format_summary, main
+from pyromarket.status import format_status
 from pyromarket.trader import STAT_KEYS
 
 
@@ -33,6 +34,14 @@ def test_a_slow_rate_keeps_two_significant_digits():
              for r in (2 / 60, 0.0, 12.345)}
     assert lines[2 / 60] == "goods shipped: 3 (0.033/s); goods stocked: 0"
     assert "(0.0/s)" in lines[0.0] and "(12.3/s)" in lines[12.345]
+
+
+@pytest.mark.parametrize("per_s, shown", [(0.0, "0.0"), (2 / 60, "0.033"), (0.94, "0.94"),
+                                          (0.95, "0.95"), (0.96, "1.0"), (12.345, "12.3")])
+def test_a_slow_market_reads_the_same_rate_on_the_line_as_in_the_summary(per_s, shown):
+    assert format_status(60.0, None, (2, 0, per_s)).endswith(f"({shown}/s), 0 stocked")
+    summary = format_summary({**_summary(requests=1), "shipped_per_s": per_s})
+    assert f"({shown}/s)" in summary
 
 
 def test_denials_the_disk_refused_are_owned_up_to_under_the_under_sells():

@@ -24,7 +24,7 @@ def test_the_bar_fills_with_the_time_and_never_overflows(elapsed, filled):
 
 def test_a_run_until_ctrl_c_has_no_bar_and_says_how_to_stop():
     assert format_status(7.0, None, (3, 0, 0.43)) == \
-        "trading 7 s (Ctrl-C stops) 3 shipped (0.4/s), 0 stocked"
+        "trading 7 s (Ctrl-C stops) 3 shipped (0.43/s), 0 stocked"
 
 
 def test_a_fractional_duration_is_shown_as_given():
