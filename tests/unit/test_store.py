@@ -128,6 +128,26 @@ def test_storage_failure_rolls_back_the_whole_batch(store, monkeypatch):
     assert store.ledger() == []
 
 
+def test_a_full_database_refuses_the_batch_loses_nothing_and_recovers(store):
+    """A real SQLITE_FULL (the page limit stands in for a full disk): the batch fails as
+    a whole with an error the trader retries, the committed state is untouched, and once
+    there is room the same request ids commit, each once."""
+    store.apply([sell("s0", "fish", 3)], now=1.0)
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    big = [sell(f"r{i}-" + "x" * 120, "fish") for i in range(50)]   # needs new pages
+    results = store.apply(big, now=2.0)
+    assert all(isinstance(r, Unavailable) and "full" in str(r) for r in results)
+    assert store.lookup("fish") == {"product": "fish", "stock": 3, "version": 1}
+    assert [r["request_id"] for r in store.ledger()] == ["s0"]
+    assert not store._db.in_transaction
+    store._db.execute(f"PRAGMA max_page_count = {pages * 100}")
+    assert all(r["outcome"] == STOCKED for r in store.apply(big, now=3.0))
+    assert [r["replayed"] for r in store.apply(big[:2], now=4.0)] == [True, True]
+    assert store.lookup("fish")["stock"] == 3 + 50
+    assert len(store.ledger()) == 51
+
+
 def test_a_non_sqlite_failure_rolls_back_and_leaves_no_transaction_open(store, monkeypatch):
     real = store._apply_one
 
