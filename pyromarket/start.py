@@ -229,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --fresh: {cfg.warehouse.db_path}: {exc}; nothing was deleted",
                   file=sys.stderr)
             return 1
+        except OSError as exc:          # the lock file or a deletion refused by the OS
+            print(f"error: --fresh: {exc.filename or cfg.warehouse.db_path}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 1
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops like Ctrl-C
     market = Market(cfg, args.config, _run_dir(cfg, args.run_dir))
     code, started = 0, False

@@ -12,6 +12,7 @@ good and durably. No Pyro5 here; one writer at a time (`_write`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -129,8 +130,9 @@ def lock_database(path: str) -> int:
         os.close(fd)
         raise DatabaseInUse(f"{path} is in use by another warehouse (pid {holder}); "
                             f"stop it first") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    with contextlib.suppress(OSError):  # a full disk: the flock is the lock, and the pid
+        os.ftruncate(fd, 0)             # only names the holder (then "unknown"); --fresh
+        os.write(fd, str(os.getpid()).encode())      # may still free the space
     return fd
 
 

@@ -267,6 +267,26 @@ def _describe(order: Order, res: Any) -> str:
             f"because only {res['stock']} were in stock")
 
 
+def _open_store(cfg: config.MarketConfig, log: EventLog) -> Store:
+    """The configured database, or exit with one line that says why it cannot be used:
+    another warehouse has it; it is not SQLite, or the disk is full (SQLite's words); or
+    the OS refuses its folder or its lock file (full, read-only, or in the way)."""
+    wcfg = cfg.warehouse
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(wcfg.db_path)), exist_ok=True)
+        return Store(wcfg.db_path, {p: wcfg.initial_stock.get(p, 0) for p in cfg.products},
+                     wcfg.synchronous)
+    except DatabaseInUse as exc:
+        why = str(exc)
+    except sqlite3.DatabaseError as exc:
+        why = f"{wcfg.db_path}: {exc}"
+    except OSError as exc:
+        why = f"{wcfg.db_path}: {exc.strerror or exc}"
+    log(f"Warehouse cannot start: {why}")
+    log.close()
+    raise SystemExit(f"error: {why}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = runtime.role_args("python -m pyromarket.warehouse",
                              "Run the market's warehouse (its database server).", argv)
@@ -275,15 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rpc.configure(cfg.rpc.threadpool_size)
     log = runtime.open_log(args.run_dir, cfg, "warehouse")
     wcfg = cfg.warehouse
-    os.makedirs(os.path.dirname(os.path.abspath(wcfg.db_path)), exist_ok=True)
-    try:
-        store = Store(wcfg.db_path, {p: wcfg.initial_stock.get(p, 0) for p in cfg.products},
-                      wcfg.synchronous)
-    except (DatabaseInUse, sqlite3.DatabaseError) as exc:   # taken, or not an SQLite file
-        why = exc if isinstance(exc, DatabaseInUse) else f"{wcfg.db_path}: {exc}"
-        log(f"Warehouse cannot start: {why}")
-        log.close()
-        raise SystemExit(f"error: {why}") from None
+    store = _open_store(cfg, log)
     server = runtime.serve(wcfg.host, wcfg.port)
     warehouse = Warehouse(store, cfg, log, connections=server.connections)
     uri = server.register(warehouse, rpc.WAREHOUSE_NAME)

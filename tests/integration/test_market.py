@@ -279,6 +279,43 @@ def test_a_role_started_by_hand_with_bad_arguments_says_so_in_one_line(
     assert _ports_free(cfg)
 
 
+@pytest.mark.parametrize("where", ["folder", "lock"])
+def test_a_warehouse_that_cannot_make_its_database_says_so_in_one_line(make_config, tmp_path,
+                                                                        where):
+    """The OS refuses the database's folder (a file stands where it should be) or its lock
+    file (a folder stands there), as it would on a full or read-only disk. Both ended in
+    a traceback (FileExistsError from makedirs, IsADirectoryError from the lock)."""
+    cfg, path = make_config(ROLES, 2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file, so no folder can be made under it")
+    db = blocker / "db" / "w.sqlite3" if where == "folder" else tmp_path / "w.sqlite3"
+    if where == "lock":
+        (tmp_path / "w.sqlite3.lock").mkdir()
+    data = yaml.safe_load(Path(path).read_text())
+    data["warehouse"]["db_path"] = str(db)
+    Path(path).write_text(yaml.safe_dump(data))
+    done = _run_role("pyromarket.warehouse", path)
+    assert done.returncode == 1
+    assert f"error: {db}: " in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not db.exists()
+    assert _ports_free(cfg)
+
+
+def test_fresh_that_the_os_refuses_says_so_in_one_line_and_deletes_nothing(make_config,
+                                                                             tmp_path):
+    """`--fresh` could not take the database's lock (a folder stands where the lock file
+    goes): it ended in a traceback (IsADirectoryError)."""
+    cfg, path = make_config(ROLES, 2)
+    db = Path(cfg.warehouse.db_path)
+    db.write_bytes(b"")                      # an empty file is an empty SQLite database
+    Path(f"{db}.lock").mkdir()
+    done = _run_launcher(path, "--duration", "1", "--fresh", "--run-dir", str(tmp_path / "cli"))
+    assert done.returncode == 1
+    assert f"error: --fresh: {db}.lock: " in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and db.exists()
+    assert _ports_free(cfg)
+
+
 @pytest.mark.parametrize("extra", [[], ["--fresh"]])
 @pytest.mark.parametrize("content,said", [
     (None, "file is not a database"),

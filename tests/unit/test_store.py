@@ -169,6 +169,25 @@ def test_a_second_store_on_the_same_file_is_refused_naming_the_holder(store):
     assert store.apply([buy("a")], now=1.0)[0]["outcome"] == SHIPPED     # the first is unharmed
 
 
+def test_a_lock_whose_pid_cannot_be_written_still_locks(tmp_path, monkeypatch):
+    """On a full disk, writing the holder's pid fails. The flock is the lock, so it is
+    still taken (and `--fresh` can still delete the database to free the space); a second
+    taker is refused, told only that the holder is unknown."""
+    path = str(tmp_path / "wh.sqlite3")
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "write", full)
+    fd = lock_database(path)
+    monkeypatch.undo()
+    try:
+        with pytest.raises(DatabaseInUse, match=r"in use by another warehouse \(pid unknown\)"):
+            os.close(lock_database(path))
+    finally:
+        os.close(fd)
+    os.close(lock_database(path))
+
+
 def test_the_lock_dies_with_its_process_even_by_kill_9(tmp_path):
     path = str(tmp_path / "wh.sqlite3")
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pyromarket.store "
