@@ -255,10 +255,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted again; stopping without a summary" if started
               else "\ninterrupted during start-up; stopping", flush=True)
         code = 130
+    except BrokenPipeError:             # stdout (or stderr) went away, as with `| head`
+        _drop_output()
+        with contextlib.suppress(OSError):
+            print("error: the launcher's output was closed; stopping the market",
+                  file=sys.stderr, flush=True)
+        code = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)    # the stop is bounded: let it finish
         market.stop()
     return code
+
+
+def _drop_output() -> None:
+    """Point a closed stdout at /dev/null, so no later write, nor Python's flush at exit,
+    fails again (the recipe in the docs of the `signal` module)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _crashed_soon(market: Market, within_s: float = 1.0) -> list[str]:

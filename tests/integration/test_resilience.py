@@ -79,13 +79,13 @@ def _wait_trading(proc, deadline_s=60) -> str:
 
 
 @contextlib.contextmanager
-def trading_launcher(make_config, tmp_path):
+def trading_launcher(make_config, tmp_path, *extra):
     """A launcher run as a user would, once it is trading: yields (process, children)."""
     _cfg, path = make_config(ROLES, 2)
     proc = subprocess.Popen([sys.executable, "-m", "pyromarket.start", "--config", path,
-                             "--run-dir", str(tmp_path / "run")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=ctrl_c_as_in_a_terminal)
+                             "--run-dir", str(tmp_path / "run"), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         _wait_trading(proc)
         yield proc, _children(proc.pid)
@@ -191,6 +191,19 @@ def test_ctrl_c_held_down_still_stops_every_child_without_a_traceback(make_confi
         out, err = proc.communicate(timeout=10)
     assert proc.returncode in (0, 130), err
     assert "Traceback" not in err and "interrupted" in out
+    assert_all_gone(kids.values())
+
+
+def test_a_closed_output_stops_every_child_with_one_line(make_config, tmp_path):
+    """`python -m pyromarket.start --duration 3 | head -2`: the summary found its stdout
+    closed, and the launcher ended in a BrokenPipeError traceback."""
+    with trading_launcher(make_config, tmp_path, "--duration", "3") as (proc, kids):
+        proc.stdout.close()                         # as `head` does once it has its lines
+        err = proc.stderr.read()
+        proc.wait(60)
+    assert proc.returncode == 1
+    assert "error: the launcher's output was closed; stopping the market" in err, err
+    assert "Traceback" not in err and "Exception ignored" not in err
     assert_all_gone(kids.values())
 
 
