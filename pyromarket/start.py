@@ -91,14 +91,16 @@ def summarize(market: Market, before: dict, elapsed_s: float) -> dict:
         after, audit = w.stats(), w.audit()
     traders = market.trader_stats()
     shipped = after["shipped_units"] - before["shipped_units"]
+    events = scale_events(traders.values())
     return {"elapsed_s": elapsed_s, "goods_shipped": shipped,
+            "gone": gone_traders(market.cfg.traders.count, events, traders),
             "accuracy": market.accuracy(traders),
             "mode": market.cfg.traders.mode,
             "shipped_per_s": shipped / elapsed_s if elapsed_s > 0 else 0.0,
             "goods_stocked": after["stocked_units"] - before["stocked_units"],
             "orders_per_commit": after["orders_per_commit"], "traders": traders,
             "conservation_ok": all(e["ok"] for e in audit.values()),
-            "scale_events": scale_events(traders.values()),
+            "scale_events": events,
             "run_dir": market.run_dir}
 
 
@@ -106,6 +108,13 @@ def scale_events(trader_stats) -> list[dict]:
     """Every launch the live traders decided, oldest first, each once."""
     seen = {(e["at"], e["trader"], e["by"]): e for t in trader_stats for e in t.get("scale_events", ())}
     return [seen[k] for k in sorted(seen)]
+
+
+def gone_traders(elected: int, events: list[dict], answering: dict) -> list[int]:
+    """Traders the market had (the elected 1..N_t and any it launched) that no longer
+    answer: failed, or fenced and retired. Their counters went with them."""
+    had = set(range(1, elected + 1)) | {e["trader"] for e in events}
+    return sorted(had - set(answering))
 
 
 def format_summary(s: dict) -> str:
@@ -119,6 +128,9 @@ def format_summary(s: dict) -> str:
                      f"({_count(t['buys'], 'buy')}, {_count(t['sells'], 'sell')}; "
                      f"{t['shipped']} shipped, {t['unavailable']} unavailable, "
                      f"{t['local_denials']} denied from cache, {t['refused']} refused as invalid)")
+    for n in s.get("gone", ()):
+        lines.append(f"trader {n}: gone before the end (failed, or fenced and retired); the "
+                     f"over- and under-sells below leave out what it served")
     a = s["accuracy"]
     lines.append(f"over-sells: {a['oversells']} ({a['oversell_pct']:.2f}% of {a['buy_requests']} "
                  f"buy requests); actual under-sells: {a['undersells']} "

@@ -221,6 +221,8 @@ def test_the_configs_forced_exit_is_survived_by_the_launcher(make_config, tmp_pa
                for line in done.stdout.splitlines()), done.stdout      # a line of its own
     assert "trading 5/5 s [" in done.stderr        # the status line went on through it
     assert "conservation per product: ok" in done.stdout
+    assert "trader 2: gone before the end" in done.stdout      # named, not dropped
+    assert not any(line.startswith("trader 2 (") for line in done.stdout.splitlines())
     log = (tmp_path / "run" / "trader-1.txt").read_text()
     assert "declares it dead" in log and "now the sole trader" in log
     assert "exits now" in (tmp_path / "run" / "trader-2.txt").read_text()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pyromarket.start import format_summary, main
+from pyromarket.start import format_summary, gone_traders, main
 from pyromarket.status import format_status
 from pyromarket.trader import STAT_KEYS
 
@@ -21,6 +21,18 @@ def test_a_trader_line_counts_refused_requests_and_uses_plurals_right():
     line = next(ln for ln in text.splitlines() if ln.startswith("trader 1"))
     assert line == ("trader 1 (peer 6, sync): 3 requests (1 buy, 0 sells; 1 shipped, "
                     "0 unavailable, 0 denied from cache, 2 refused as invalid)")
+
+
+def test_a_trader_gone_before_the_end_is_named_not_dropped():
+    """The summary listed only the traders that answered at the end, so one that failed
+    mid-run vanished from it without a word."""
+    events = [{"trader": 3, "kind": "scale_out"}]
+    assert gone_traders(2, events, {1: {}, 3: {}}) == [2]
+    assert gone_traders(2, [], {1: {}, 2: {}}) == []
+    text = format_summary({**_summary(requests=1), "gone": [2]})
+    assert ("trader 2: gone before the end (failed, or fenced and retired); the over- and "
+            "under-sells below leave out what it served") in text.splitlines()
+    assert "gone" not in format_summary(_summary(requests=1))
 
 
 def test_a_broken_conservation_is_shouted():
