@@ -86,7 +86,7 @@ class ScalePolicy:
     def decide(self, now: float, loads: Mapping[int, int], taken: Iterable[int]) -> Decision | None:
         """Scale out now? `loads`: {n: requests in the window} of every live trader,
         this one included; `taken`: every n ever used (a new trader gets a fresh n)."""
-        self._settle(now, loads)
+        self.settle(now, loads)
         if not loads or now - self._last_launch < self.cooldown_s:
             return None
         live = len(loads) + len(self._pending)
@@ -99,7 +99,7 @@ class ScalePolicy:
 
     def replacement(self, now: float, dead: int, loads: Mapping[int, int]) -> Decision | None:
         """Replace failed trader `dead` under its own n, unless already under way."""
-        self._settle(now, loads)
+        self.settle(now, loads)
         if dead in self._pending:
             return None
         self._pending[dead] = now
@@ -110,7 +110,7 @@ class ScalePolicy:
         self._last_launch = now
         self._pending[index] = now
 
-    def _settle(self, now: float, loads: Mapping[int, int]) -> None:
+    def settle(self, now: float, loads: Mapping[int, int]) -> None:
         """A pending launch ends when its trader is live, or when it is given up on."""
         for n, at in list(self._pending.items()):
             if n in loads or now - at > max(self.cooldown_s, self.launch_timeout_s):

@@ -131,8 +131,12 @@ class Failover:
     # --- autoscaling --------------------------------------------------------------------------
 
     def _autoscale(self, now: float) -> None:
-        if self.scaler and self.coordinator:
-            self.scaler.tick(now, self._live_loads(), {self.me, *self._uris, *self.monitor.dead})
+        if not self.scaler:
+            return
+        loads = self._live_loads()
+        self.scaler.observe(now, loads)       # whoever coordinates: a launch ends once live
+        if self.coordinator:
+            self.scaler.tick(now, loads, {self.me, *self._uris, *self.monitor.dead})
 
     def _live_loads(self) -> dict[int, int]:
         loads = {n: self._loads.get(n, 0) for n in self.monitor.live}

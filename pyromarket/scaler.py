@@ -1,7 +1,8 @@
 """The coordinator's side of autoscaling: turn ScalePolicy decisions into launches.
 
 failover.Failover owns the heartbeat loop and knows every live trader's load (from the
-pings); while its trader is the coordinator it calls `Scaler.tick` every cycle, and
+pings). It calls `Scaler.observe` every cycle (a launch ends once its trader is live);
+while its trader is the coordinator it also calls `Scaler.tick` every cycle, and
 `Scaler.replace` after it took over from a dead trader. A Scaler records each decision
 as a scale event (a timestamped log line, and an entry in the trader's
 `stats()["scale_events"]`) and starts the new trader through its Launcher on a thread
@@ -31,6 +32,13 @@ class Scaler:
                  log: EventLog):
         self.trader, self.cfg, self.launcher, self.log = trader, cfg, launcher, log
         self.policy = ScalePolicy(cfg.threshold, cfg.max_traders, cfg.cooldown_s)
+
+    def observe(self, now: float, loads: Mapping[int, int]) -> None:
+        """Every heartbeat cycle, coordinator or not: a launch this trader decided ends
+        once its trader is live. (A replacement with a lower n than ours becomes the
+        coordinator; if we stopped looking then, its launch would stay under way, and
+        when it died in turn we would not replace it again.)"""
+        self.policy.settle(now, loads)
 
     def tick(self, now: float, loads: Mapping[int, int], taken: Iterable[int]) -> None:
         """`loads`: {n: requests in the window} of every live trader, this one included."""

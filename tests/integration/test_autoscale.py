@@ -3,6 +3,7 @@ cool-down, and replacing a trader killed with -9."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -100,3 +101,31 @@ def test_a_killed_trader_is_replaced_and_nothing_is_lost_or_doubled(start_market
                "peers to use the replacement")
     market.stop_clients()
     assert_consistent(market)                  # in-flight requests ended exactly once
+
+
+def test_a_replacement_that_dies_in_turn_is_replaced_again(start_market):
+    """Seen in a soak: Trader 2 replaced Trader 1, the replacement (n = 1) became the
+    coordinator, and Trader 2 stopped settling its own pending launch, so when the
+    replacement was killed too, the launch still looked under way and nothing replaced it."""
+    roles = ROLES + ["seller"]                                    # peers 5, 6 become traders
+    market = start_market(roles, 2, **LOAD, **autoscale(threshold=1_000_000))
+    wait_until(lambda: trader_stats(market).get(1, {}).get("requests", 0) >= 10, 20,
+               "trader 1 to serve")
+    first_uri = market.traders()[1]
+    market.services[f"peer-{min(market.trader_peers)}"].signal(signal.SIGKILL)    # Trader 1
+    wait_until(lambda: market.traders().get(1) not in (None, first_uri), 20,
+               "a replacement Trader 1")
+    wait_until(lambda: "now watches Trader 1" in trader_log(market, 2), 10,
+               "Trader 2 to watch the replacement")
+    second_uri = market.traders()[1]
+    wait_until(lambda: trader_stats(market).get(1, {}).get("requests", 0) >= 10, 20,
+               "the replacement to serve")
+    (replica,) = market.replicas()
+    os.kill(replica, signal.SIGKILL)                               # the replacement dies too
+    wait_until(lambda: market.traders().get(1) not in (None, first_uri, second_uri), 20,
+               "a second replacement Trader 1")
+    assert trader_log(market, 2).count("launches a replacement Trader 1") == 2
+    wait_until(lambda: trader_stats(market).get(1, {}).get("requests", 0) >= 10, 20,
+               "peers to use the second replacement")
+    market.stop_clients()
+    assert_consistent(market)

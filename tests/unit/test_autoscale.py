@@ -129,3 +129,19 @@ def test_no_replacement_unless_configured():
     scaler, trader, _ = _scaler(launcher, replace_failed=False)
     scaler.replace(0.0, 2, {1: 5})
     assert trader.scale_events == [] and launcher.started == []
+
+
+def test_a_replacement_seen_live_and_dead_again_is_replaced_again_by_a_non_coordinator():
+    """The scaler's owner may stop coordinating once its replacement (a lower n) is up;
+    `observe` still ends that launch, so the replacement's own death is replaced too."""
+    launcher = _Launcher()
+    scaler, trader, _ = _scaler(launcher)               # this is trader 1 ...
+    scaler.replace(0.0, 2, {1: 5})                      # ... replacing trader 2
+    assert launcher.done.wait(5)
+    scaler.observe(1.0, {1: 5, 2: 0})                   # trader 2 is live: the launch is over
+    assert scaler.policy.pending == []
+    launcher.done.clear()
+    scaler.replace(2.0, 2, {1: 5})                      # and it dies in turn
+    assert launcher.done.wait(5)
+    assert launcher.started == [2, 2]
+    assert [e["kind"] for e in trader.scale_events] == ["replace", "replace"]
