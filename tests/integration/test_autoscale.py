@@ -37,6 +37,21 @@ def scale_events(market) -> list[dict]:
     return [events[k] for k in sorted(events)]
 
 
+def kill_and_await_replacement(market, n: int, pid: int, *stale: str,
+                               timeout_s: float = 20.0) -> None:
+    """kill -9 the process `pid` serving trader n; return once market.trader.<n> names a
+    new one (neither its address now nor any of `stale`)."""
+    old = market.traders()[n]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: market.traders().get(n) not in (None, old, *stale), timeout_s,
+               f"a replacement Trader {n}")
+
+
+def serving(market, n: int) -> int:
+    """Requests trader n has taken, or 0 while it does not answer."""
+    return trader_stats(market).get(n, {}).get("requests", 0)
+
+
 def test_load_above_the_threshold_adds_a_trader_that_peers_use(start_market):
     market = start_market(ROLES, 1, **LOAD, **autoscale())
     assert sorted(market.traders()) == [1]
@@ -86,11 +101,8 @@ def test_cap_and_cool_down_are_respected(start_market):
 def test_a_killed_trader_is_replaced_and_nothing_is_lost_or_doubled(start_market):
     roles = ROLES + ["seller"]                                    # peers 5, 6 become traders
     market = start_market(roles, 2, **LOAD, **autoscale(threshold=1_000_000))
-    wait_until(lambda: trader_stats(market).get(2, {}).get("requests", 0) >= 30, 20,
-               "trader 2 to serve")
-    old_uri = market.traders()[2]
-    market.services[f"peer-{max(market.trader_peers)}"].signal(signal.SIGKILL)    # Trader 2
-    wait_until(lambda: market.traders().get(2) not in (None, old_uri), 20, "a replacement Trader 2")
+    wait_until(lambda: serving(market, 2) >= 30, 20, "trader 2 to serve")
+    kill_and_await_replacement(market, 2, market.services[f"peer-{max(market.trader_peers)}"].pid)
     wait_until(lambda: "launches a replacement Trader 2" in trader_log(market, 1), 5,
                "the replacement's log line")
     ((event),) = scale_events(market)
@@ -109,23 +121,15 @@ def test_a_replacement_that_dies_in_turn_is_replaced_again(start_market):
     replacement was killed too, the launch still looked under way and nothing replaced it."""
     roles = ROLES + ["seller"]                                    # peers 5, 6 become traders
     market = start_market(roles, 2, **LOAD, **autoscale(threshold=1_000_000))
-    wait_until(lambda: trader_stats(market).get(1, {}).get("requests", 0) >= 10, 20,
-               "trader 1 to serve")
+    wait_until(lambda: serving(market, 1) >= 10, 20, "trader 1 to serve")
     first_uri = market.traders()[1]
-    market.services[f"peer-{min(market.trader_peers)}"].signal(signal.SIGKILL)    # Trader 1
-    wait_until(lambda: market.traders().get(1) not in (None, first_uri), 20,
-               "a replacement Trader 1")
+    kill_and_await_replacement(market, 1, market.services[f"peer-{min(market.trader_peers)}"].pid)
     wait_until(lambda: "now watches Trader 1" in trader_log(market, 2), 10,
                "Trader 2 to watch the replacement")
-    second_uri = market.traders()[1]
-    wait_until(lambda: trader_stats(market).get(1, {}).get("requests", 0) >= 10, 20,
-               "the replacement to serve")
+    wait_until(lambda: serving(market, 1) >= 10, 20, "the replacement to serve")
     (replica,) = market.replicas()
-    os.kill(replica, signal.SIGKILL)                               # the replacement dies too
-    wait_until(lambda: market.traders().get(1) not in (None, first_uri, second_uri), 20,
-               "a second replacement Trader 1")
+    kill_and_await_replacement(market, 1, replica, first_uri)      # the replacement dies too
     assert trader_log(market, 2).count("launches a replacement Trader 1") == 2
-    wait_until(lambda: trader_stats(market).get(1, {}).get("requests", 0) >= 10, 20,
-               "peers to use the second replacement")
+    wait_until(lambda: serving(market, 1) >= 10, 20, "peers to use the second replacement")
     market.stop_clients()
     assert_consistent(market)

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from pyromarket.process import wait_until
-from tests.integration.test_autoscale import autoscale, trader_stats
+from tests.integration.test_autoscale import (autoscale, kill_and_await_replacement,
+                                              trader_stats)
 from tests.integration.test_failover import LOAD, assert_consistent, total
 
 ROLES = ["buyer", "buyer", "seller", "buyer", "buyer", "seller"]   # peers 5, 6 trade
@@ -46,11 +47,8 @@ def trader_pid(market, n: int) -> int:
 
 def kill_a_trader(market, rng) -> None:
     wait_until(lambda: len(trader_stats(market)) == 2, 60, "two live traders")
-    uris = market.traders()
-    n = rng.choice(sorted(uris))
-    os.kill(trader_pid(market, n), signal.SIGKILL)
-    wait_until(lambda: market.traders().get(n) not in (None, uris[n]), 30,
-               f"a replacement trader {n}")
+    n = rng.choice(sorted(market.traders()))
+    kill_and_await_replacement(market, n, trader_pid(market, n), timeout_s=30.0)
 
 
 def kill_the_warehouse(market, rng) -> None:
