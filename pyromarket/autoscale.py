@@ -9,9 +9,13 @@ pings and asks `ScalePolicy` whether to launch one more trader. It says yes when
   * live plus still-launching traders are fewer than `max_traders` (the cap), and
   * the last launch was at least `cooldown_s` ago (no flapping).
 
-A launch stays *pending* until its trader answers heartbeats (or `launch_timeout_s`),
-so one burst never launches two replicas. Replacing a failed trader (`replacement`)
-ignores the cool-down: it restores the count, it does not grow it. Time is passed in.
+A launch stays *pending* until its trader answers heartbeats, so one burst never
+launches two replicas. Replacing a failed trader (`replacement`) ignores the cool-down:
+it restores the count, it does not grow it. A launch whose trader does not show up within
+`launch_timeout_s` is given up on (`settle` says so, and the caller stops what it started);
+a replacement is then tried again, each attempt allowed twice as long as the one before,
+until `attempts` launches in all. A scale-out is not retried: the load rule decides
+afresh. Time is passed in.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-__all__ = ["LoadWindow", "ScalePolicy", "Decision"]
+__all__ = ["LoadWindow", "ScalePolicy", "Decision", "GiveUp"]
 
 
 class LoadWindow:
@@ -63,20 +67,37 @@ class Decision:
     kind: str               # "scale_out" or "replace"
     mean_load: float        # requests per window per live trader when decided
     live: int               # live traders when decided
+    attempt: int = 1        # a replacement's try; above 1, the ones before never showed up
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """A launch whose trader did not show up in time, and what follows from it."""
+    index: int              # the trader n it was to serve
+    kind: str               # "scale_out" or "replace"
+    attempt: int            # which try of that launch it was
+    waited_s: float         # how long it was given
+    retry: Decision | None  # the next try, if any (a replacement with attempts left)
+
+
+@dataclass(frozen=True)
+class _Launch:
+    kind: str
+    at: float               # when this try was decided
+    attempt: int
 
 
 class ScalePolicy:
     """When to launch a trader, as pure rules: the mean load per live trader passes
     the threshold, the cap (launches still starting count) is not reached and the cool-down
-    has passed. A launch that never shows up is given up after `launch_timeout_s` (or the
-    cool-down, if longer)."""
+    has passed; and when to give up on a launch that never shows up, and try again."""
 
     def __init__(self, threshold: int, max_traders: int, cooldown_s: float,
-                 launch_timeout_s: float = 30.0):
+                 launch_timeout_s: float = 30.0, attempts: int = 3):
         self.threshold, self.max_traders, self.cooldown_s = threshold, max_traders, cooldown_s
-        self.launch_timeout_s = launch_timeout_s
+        self.launch_timeout_s, self.attempts = launch_timeout_s, attempts
         self._last_launch = -math.inf
-        self._pending: dict[int, float] = {}      # trader n -> when its launch was decided
+        self._pending: dict[int, _Launch] = {}      # trader n -> its launch under way
 
     @property
     def pending(self) -> list[int]:
@@ -86,7 +107,7 @@ class ScalePolicy:
     def decide(self, now: float, loads: Mapping[int, int], taken: Iterable[int]) -> Decision | None:
         """Scale out now? `loads`: {n: requests in the window} of every live trader,
         this one included; `taken`: every n ever used (a new trader gets a fresh n)."""
-        self.settle(now, loads)
+        self._drop_live(loads)
         if not loads or now - self._last_launch < self.cooldown_s:
             return None
         live = len(loads) + len(self._pending)
@@ -94,24 +115,43 @@ class ScalePolicy:
         if live >= self.max_traders or mean <= self.threshold:
             return None
         index = max([*taken, *loads, *self._pending, 0]) + 1
-        self._launching(index, now)
+        self._last_launch = now
+        self._pending[index] = _Launch("scale_out", now, 1)
         return Decision(index, "scale_out", mean, len(loads))
 
     def replacement(self, now: float, dead: int, loads: Mapping[int, int]) -> Decision | None:
         """Replace failed trader `dead` under its own n, unless already under way."""
-        self.settle(now, loads)
+        self._drop_live(loads)
         if dead in self._pending:
             return None
-        self._pending[dead] = now
-        mean = sum(loads.values()) / len(loads) if loads else 0.0
-        return Decision(dead, "replace", mean, len(loads))
+        self._pending[dead] = _Launch("replace", now, 1)
+        return Decision(dead, "replace", _mean(loads), len(loads))
 
-    def _launching(self, index: int, now: float) -> None:
-        self._last_launch = now
-        self._pending[index] = now
+    def deadline_s(self, attempt: int) -> float:
+        """How long try number `attempt` of a launch may take to show up."""
+        return self.launch_timeout_s * 2 ** (attempt - 1)
 
-    def settle(self, now: float, loads: Mapping[int, int]) -> None:
-        """A pending launch ends when its trader is live, or when it is given up on."""
-        for n, at in list(self._pending.items()):
-            if n in loads or now - at > max(self.cooldown_s, self.launch_timeout_s):
-                del self._pending[n]
+    def settle(self, now: float, loads: Mapping[int, int]) -> list[GiveUp]:
+        """End the launches whose trader is live; give up on those past their deadline,
+        and return them, each with its retry if it gets one (already counted as pending)."""
+        self._drop_live(loads)
+        given_up = []
+        for n, launch in list(self._pending.items()):
+            waited = self.deadline_s(launch.attempt)
+            if now - launch.at <= waited:
+                continue
+            del self._pending[n]
+            retry = None
+            if launch.kind == "replace" and launch.attempt < self.attempts:
+                self._pending[n] = _Launch("replace", now, launch.attempt + 1)
+                retry = Decision(n, "replace", _mean(loads), len(loads), launch.attempt + 1)
+            given_up.append(GiveUp(n, launch.kind, launch.attempt, waited, retry))
+        return given_up
+
+    def _drop_live(self, loads: Mapping[int, int]) -> None:
+        for n in [n for n in self._pending if n in loads]:
+            del self._pending[n]
+
+
+def _mean(loads: Mapping[int, int]) -> float:
+    return sum(loads.values()) / len(loads) if loads else 0.0

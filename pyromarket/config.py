@@ -48,6 +48,8 @@ MAX_THREADPOOL = 4_096
 # A trader's connections to the warehouse: its batch link and a pool of four for the
 # rest (trader.WarehouseLink). Each holds one of the warehouse's rpc.threadpool_size workers.
 WAREHOUSE_CONNECTIONS_PER_TRADER = 5
+# Tries at launching a replacement trader; each waits twice as long as the one before.
+MAX_LAUNCH_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ class AutoscaleConfig:
     max_traders: int            # cap on live traders, the elected ones included
     cooldown_s: float           # least time between two scale-outs
     replace_failed: bool        # launch a replacement when a trader is declared dead
+    launch_timeout_s: float     # a launched trader must register within this, or it is stopped
+    launch_attempts: int        # tries at a replacement, each allowed twice the time before
     launcher: str               # local (a process on this machine) | ec2 (boto3, `.[aws]`)
     replica_host: str           # the address a local replica's daemon listens on
     ec2: Ec2Config | None = None
@@ -343,6 +347,9 @@ def _autoscale_checks(cfg: MarketConfig) -> list[tuple[str, bool, str]]:
          (not a.enabled or cfg.traders.count <= a.max_traders),
          "must be between traders.count and 64"),
         ("autoscale.cooldown_s", a.cooldown_s >= 0, "must be >= 0"),
+        ("autoscale.launch_timeout_s", a.launch_timeout_s > 0, "must be > 0"),
+        ("autoscale.launch_attempts", 1 <= a.launch_attempts <= MAX_LAUNCH_ATTEMPTS,
+         f"must be between 1 and {MAX_LAUNCH_ATTEMPTS}"),
         ("autoscale.launcher", a.launcher in LAUNCHERS, f"must be one of {LAUNCHERS}"),
         ("autoscale.ec2", a.launcher != "ec2" or a.ec2 is not None,
          "is required when autoscale.launcher is ec2"),

@@ -11,7 +11,8 @@ happen and returns a handle for the logs:
   * `Ec2Launcher` runs an EC2 instance whose user-data installs the project and starts
     the same command against the market's name server (boto3: `pip install '.[aws]'`).
 
-`close()` stops what the launcher started that is still running.
+`stop(n)` stops what it started for trader n that still runs (a launch the autoscaler
+gave up on must not turn up late beside its retry); `close()` stops all of it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class Launcher(Protocol):
     def launch(self, index: int) -> str:
         """Start trader `index` somewhere; return a handle such as "pid 123" or an instance id."""
 
+    def stop(self, index: int) -> None:
+        """Stop whatever this launcher started for trader `index` that still runs."""
+
     def close(self) -> None:
         """Stop whatever this launcher started that still runs."""
 
@@ -48,7 +52,7 @@ class LocalLauncher:
 
     def __init__(self, config_path: str, run_dir: str):
         self.config_path, self.run_dir = os.path.abspath(config_path), os.path.abspath(run_dir)
-        self._procs: list[subprocess.Popen] = []
+        self._procs: list[tuple[int, subprocess.Popen]] = []     # (trader n, its process)
 
     def launch(self, index: int) -> str:
         argv = python_module("pyromarket.replica", "--config", self.config_path, "--run-dir",
@@ -60,12 +64,19 @@ class LocalLauncher:
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         with open(os.path.join(self.run_dir, REPLICA_DIR, f"{proc.pid}.pid"), "w") as fh:
             fh.write(f"{index}\n")
-        self._procs.append(proc)
+        self._procs.append((index, proc))
         return f"pid {proc.pid}"
 
+    def stop(self, index: int, grace_s: float = 3.0) -> None:
+        self._stop([p for n, p in self._procs if n == index], grace_s)
+
     def close(self, grace_s: float = 3.0) -> None:
-        stop_pids([p.pid for p in self._procs if p.poll() is None], grace_s)
-        for p in self._procs:
+        self._stop([p for _, p in self._procs], grace_s)
+
+    @staticmethod
+    def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
+        stop_pids([p.pid for p in procs if p.poll() is None], grace_s)
+        for p in procs:
             p.wait(5.0)                      # reap them
 
 
@@ -106,6 +117,7 @@ class Ec2Launcher:
     def __init__(self, ec2: config.Ec2Config, config_text: str, client=None):
         self.ec2, self.config_text = ec2, config_text
         self.instances: list[str] = []
+        self._index: dict[str, int] = {}     # instance id -> the trader n it serves
         self._client = client or _boto3_client(ec2)
 
     def launch(self, index: int) -> str:
@@ -124,12 +136,19 @@ class Ec2Launcher:
             args["KeyName"] = e.key_name
         instance = self._client.run_instances(**args)["Instances"][0]["InstanceId"]
         self.instances.append(instance)
+        self._index[instance] = index
         return instance
 
+    def stop(self, index: int) -> None:
+        self._terminate([i for i in self.instances if self._index.get(i) == index])
+
     def close(self) -> None:
-        if self.instances:
-            self._client.terminate_instances(InstanceIds=list(self.instances))
-            self.instances.clear()
+        self._terminate(list(self.instances))
+
+    def _terminate(self, instances: list[str]) -> None:
+        if instances:
+            self._client.terminate_instances(InstanceIds=instances)
+            self.instances = [i for i in self.instances if i not in instances]
 
 
 def _boto3_client(ec2: config.Ec2Config):

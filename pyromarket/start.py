@@ -141,8 +141,10 @@ def format_summary(s: dict) -> str:
                      f"may be undercounted by up to that many)")
     for e in s.get("scale_events", ()):
         what = "scaled out to" if e["kind"] == "scale_out" else "replaced"
+        attempt = e.get("attempt", 1)
+        retry = f"try {attempt}, the one before never registered; " if attempt > 1 else ""
         lines.append(f"autoscale: {e['time']} trader {e['by']} {what} trader {e['trader']} "
-                     f"(load {e['mean_load']} per trader, {e['live']} live; {e['handle']})")
+                     f"({retry}load {e['mean_load']} per trader, {e['live']} live; {e['handle']})")
     lines.append("conservation per product: " + ("ok" if s["conservation_ok"] else "VIOLATED"))
     lines.append(f"logs: {s['run_dir']}")
     return "\n".join(lines)

@@ -29,7 +29,8 @@ BASE = {
     "election": {"startup_timeout_s": 10.0, "message_timeout_s": 1.0},
     "logs": {"dir": "logs"},
     "autoscale": {"enabled": False, "window_s": 60.0, "threshold": 600, "max_traders": 4,
-                  "cooldown_s": 30.0, "replace_failed": True, "launcher": "local",
+                  "cooldown_s": 30.0, "replace_failed": True, "launch_timeout_s": 30.0,
+                  "launch_attempts": 3, "launcher": "local",
                   "replica_host": "127.0.0.1"},
 }
 

@@ -133,3 +133,33 @@ def test_a_replacement_that_dies_in_turn_is_replaced_again(start_market):
     wait_until(lambda: serving(market, 1) >= 10, 20, "peers to use the second replacement")
     market.stop_clients()
     assert_consistent(market)
+
+
+def test_a_replacement_that_never_registers_is_stopped_and_launched_again(start_market):
+    """With the warehouse paused, the first replacement cannot join it, so it never
+    registers within launch_timeout_s: the trader that launched it stops it and launches
+    another, which serves once the warehouse is back. Nothing is lost or doubled."""
+    roles = ROLES + ["seller"]                                    # peers 5, 6 become traders
+    market = start_market(roles, 2, **LOAD,
+                          **autoscale(threshold=1_000_000, launch_timeout_s=3.0))
+    wait_until(lambda: serving(market, 1) >= 10, 20, "trader 1 to serve")
+    dead_uri, warehouse = market.traders()[1], market.services["warehouse"]
+    warehouse.signal(signal.SIGSTOP)
+    try:
+        os.kill(market.services[f"peer-{min(market.trader_peers)}"].pid, signal.SIGKILL)
+        wait_until(lambda: "gives up on launch 1 of Trader 1" in trader_log(market, 2), 40,
+                   "Trader 2 to give up on the first replacement")
+        first = [e for e in scale_events(market) if e["trader"] == 1][0]["handle"]
+        wait_until(lambda: not alive(int(first.split()[1])), 10, "the first replacement to stop")
+        assert "trying again (2 of 3)" in trader_log(market, 2)
+    finally:
+        warehouse.signal(signal.SIGCONT)
+    wait_until(lambda: market.traders().get(1) not in (None, dead_uri), 20,
+               "the second replacement to register")
+    wait_until(lambda: serving(market, 1) >= 10, 20, "peers to use the second replacement")
+    tries = [(e["kind"], e["attempt"]) for e in scale_events(market) if e["trader"] == 1]
+    assert tries[:2] == [("replace", 1), ("replace", 2)]
+    (replica,) = market.replicas()
+    assert f"pid {replica}" in [e["handle"] for e in scale_events(market)][1:]
+    market.stop_clients()
+    assert_consistent(market)

@@ -93,6 +93,19 @@ def test_close_terminates_what_the_launcher_started(tmp_path, moto_url):
     assert set(states.values()) <= {"shutting-down", "terminated"}
 
 
+def test_stop_terminates_only_that_traders_instances(tmp_path, moto_url):
+    cfg, path = ec2_config(tmp_path, moto_url)
+    launcher = make_launcher(cfg, path, str(tmp_path))
+    first, other = launcher.launch(2), launcher.launch(3)
+    launcher.stop(2)                              # launch 1 of trader 2 was given up on
+    retry = launcher.launch(2)
+    ec2 = client(moto_url)
+    states = {i["InstanceId"]: i["State"]["Name"] for n in (2, 3) for i in tagged(ec2, n)}
+    assert states[first] in {"shutting-down", "terminated"}
+    assert states[other] == states[retry] == "running"
+    assert launcher.instances == [other, retry]
+
+
 def test_network_settings_reach_the_instance(tmp_path, moto_url):
     ec2 = client(moto_url)
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]

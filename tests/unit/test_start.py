@@ -35,6 +35,16 @@ def test_a_trader_gone_before_the_end_is_named_not_dropped():
     assert "gone" not in format_summary(_summary(requests=1))
 
 
+def test_a_retried_replacement_says_which_try_it_was():
+    event = {"time": "25.11.2026 08:21:02.00", "by": 2, "kind": "replace", "trader": 1,
+             "mean_load": 40.0, "live": 1, "handle": "pid 6288"}
+    lines = format_summary({**_summary(requests=1),
+                            "scale_events": [{**event, "attempt": 1}, {**event, "attempt": 2}]})
+    first, retry = [ln for ln in lines.splitlines() if ln.startswith("autoscale:")]
+    assert first.endswith("trader 2 replaced trader 1 (load 40.0 per trader, 1 live; pid 6288)")
+    assert "(try 2, the one before never registered; load 40.0" in retry
+
+
 def test_a_broken_conservation_is_shouted():
     s = _summary(requests=1)
     s["conservation_ok"] = False
