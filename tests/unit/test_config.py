@@ -157,6 +157,15 @@ def test_batch_max_is_bounded_so_a_batch_fits_one_message(batch_max):
            r"warehouse\.batch_max: must be between 1 and 500")
 
 
+@pytest.mark.parametrize("key,value,why", [
+    ("launch_timeout_s", 0.0, r"must be > 0"), ("launch_timeout_s", -1.0, r"must be > 0"),
+    ("launch_attempts", 0, r"must be between 1 and 10"),
+    ("launch_attempts", 11, r"must be between 1 and 10"),
+    ("launch_attempts", 2.5, r"expected int, got float")])
+def test_replacement_tries_are_bounded(key, value, why):
+    _fails(config_dict(ROLES, autoscale={key: value}), rf"autoscale\.{key}: {why}")
+
+
 def test_timeouts_must_relate():
     data = config_dict(ROLES, rpc={"warehouse_timeout_s": 6.0})
     _fails(data, r"rpc\.warehouse_timeout_s: .*below rpc\.call_timeout_s")
