@@ -10,6 +10,7 @@ folder, which `python -m writeup` turns into the report. `--quick` is a smoke ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import signal
 import sys
@@ -77,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\nbench: interrupted; every process it started is stopped, and the experiment "
               "that was running wrote no results", file=sys.stderr)
         return 130
+    except BrokenPipeError:        # stdout went away, as with `python -m bench | head`
+        process.drop_stdout()
+        process.stop_leftovers()
+        with contextlib.suppress(OSError):
+            print("bench: its output was closed; every process it started is stopped",
+                  file=sys.stderr, flush=True)
+        return 1
 
 
 def run_all(args) -> int:

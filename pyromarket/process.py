@@ -22,6 +22,7 @@ import time
 from typing import Callable, Sequence
 
 __all__ = ["Service", "ServiceFailed", "StartTimeout", "wait_until", "python_module", "port_in_use",
+           "drop_stdout",
            "address_problem", "bind_error_words",
            "stop_all", "stop_leftovers", "free_ports", "alive", "stop_pids"]
 
@@ -215,6 +216,14 @@ def stop_all(services: "list[Service]", grace_s: float = 5.0) -> None:
         service.wait(max(0.0, deadline - time.monotonic()))
     for service in services:
         service.stop(grace_s=0.0)
+
+
+def drop_stdout() -> None:
+    """Point a closed stdout (`| head` has gone) at /dev/null, so no later write, nor
+    Python's flush at exit, fails again (the recipe in the docs of the `signal` module)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def alive(pid: int, expect: bytes | None = None) -> bool:

@@ -23,7 +23,7 @@ from typing import Sequence
 from . import config, rpc
 from .errors import ConfigError, Unavailable
 from .market import Market
-from .process import wait_until
+from .process import drop_stdout, wait_until
 from .runtime import RENEW_NAME_S
 from .status import StatusLine, format_rate, format_status
 from .store import DatabaseInUse, check_database_file, lock_database
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               else "\ninterrupted during start-up; stopping", flush=True)
         code = 130
     except BrokenPipeError:             # stdout (or stderr) went away, as with `| head`
-        _drop_output()
+        drop_stdout()
         with contextlib.suppress(OSError):
             print("error: the launcher's output was closed; stopping the market",
                   file=sys.stderr, flush=True)
@@ -279,14 +279,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)    # the stop is bounded: let it finish
         market.stop()
     return code
-
-
-def _drop_output() -> None:
-    """Point a closed stdout at /dev/null, so no later write, nor Python's flush at exit,
-    fails again (the recipe in the docs of the `signal` module)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
 
 
 def _crashed_soon(market: Market, within_s: float = 1.0) -> list[str]:

@@ -153,6 +153,47 @@ def test_running_all_runs_every_experiment_into_one_folder(tmp_path, monkeypatch
     assert manifest["experiments"] == ["a", "b"] and set(manifest["seconds"]) == {"a", "b"}
 
 
+_PIPED_RUN = """
+import sys, time
+import bench.__main__ as runner
+from pyromarket import process
+
+class Talkative:                     # starts a child, then prints until stdout breaks
+    DESCRIPTION = "a stand-in"
+    def run(self, args):
+        child = process.Service("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"],
+                                ready=lambda: True)
+        child.start(10)
+        print(f"child {child.pid}", flush=True)
+        for i in range(10_000):
+            print(f"line {i}", flush=True)
+            time.sleep(0.01)
+
+runner.EXPERIMENTS = {"a": Talkative(), "b": Talkative()}
+sys.exit(runner.main(["--quick", "--out", sys.argv[1]]))
+"""
+
+
+def test_a_closed_output_stops_every_child_with_one_line(tmp_path):
+    """`python -m bench | head`: the runner met its stdout closed and ended in a
+    BrokenPipeError traceback."""
+    with subprocess.Popen([sys.executable, "-c", _PIPED_RUN, str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout.readline() == "\n" and proc.stdout.readline().startswith("=== a")
+            child = int(proc.stdout.readline().split()[1])
+            proc.stdout.close()                     # as `head` does once it has its lines
+            err = proc.stderr.read()
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 1, err
+    assert "bench: its output was closed; every process it started is stopped" in err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert_all_gone([child])
+
+
 def test_quick_sweep_measures_both_modes(tmp_path):
     folder, rows, meta = _quick(tmp_path, "sweep")
     assert {(r["traders"], r["mode"]) for r in rows} == {(n, m) for n in ("1", "2")
