@@ -50,6 +50,9 @@ MAX_THREADPOOL = 4_096
 WAREHOUSE_CONNECTIONS_PER_TRADER = 5
 # Tries at launching a replacement trader; each waits twice as long as the one before.
 MAX_LAUNCH_ATTEMPTS = 10
+# The least time a launched trader is given to register (a shorter one gives up on
+# traders that are only slow to start, and churns).
+MIN_LAUNCH_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -347,7 +350,9 @@ def _autoscale_checks(cfg: MarketConfig) -> list[tuple[str, bool, str]]:
          (not a.enabled or cfg.traders.count <= a.max_traders),
          "must be between traders.count and 64"),
         ("autoscale.cooldown_s", a.cooldown_s >= 0, "must be >= 0"),
-        ("autoscale.launch_timeout_s", a.launch_timeout_s > 0, "must be > 0"),
+        ("autoscale.launch_timeout_s", a.launch_timeout_s >= MIN_LAUNCH_TIMEOUT_S,
+         f"must be at least {MIN_LAUNCH_TIMEOUT_S:g} s: a trader takes a second or more to "
+         f"start, and the others read new names once a second"),
         ("autoscale.launch_attempts", 1 <= a.launch_attempts <= MAX_LAUNCH_ATTEMPTS,
          f"must be between 1 and {MAX_LAUNCH_ATTEMPTS}"),
         ("autoscale.launcher", a.launcher in LAUNCHERS, f"must be one of {LAUNCHERS}"),

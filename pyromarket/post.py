@@ -84,13 +84,13 @@ class TradingPost:
             except MarketError as exc:
                 self.log(f"Trader {self.index} could not tell peer {peer.id} ({exc})")
 
-    def close(self) -> None:
-        """Unregister the name (if it still points here), then close the launcher, the
-        warehouse link, the trader and the event log. The heartbeat thread ends with the
-        `stop` event."""
+    def close(self, keep_launched: bool = False) -> None:
+        """Unregister the name (if it still points here), then close the launcher (which
+        stops the traders it launched, unless `keep_launched`), the warehouse link, the
+        trader and the event log. The heartbeat thread ends with the `stop` event."""
         if self._name is not None:
             self._name.withdraw()
-        if self._launcher is not None:
+        if self._launcher is not None and not keep_launched:
             self._launcher.close()
         if self.link is not None:
             self.link.close()

@@ -3,7 +3,8 @@
 The autoscaler's Launcher starts it, here or on an EC2 instance. It is not a peer: it
 takes no part in the election. It serves a Trader on its own daemon (any free port),
 joins the warehouse for a fresh epoch, registers its name, watches the other traders
-like any trader does (failover.Failover), and tells every peer it is up.
+like any trader does (failover.Failover), and tells every peer it is up. If it steps
+down (it was declared dead and fenced, say after a pause), it exits.
 
 Started by a local launcher, it watches the market launcher's process (the
 PYROMARKET_OWNER_PID the market gives its children) and exits if that is gone, so a
@@ -26,6 +27,7 @@ from .process import alive
 __all__ = ["main", "OWNER_ENV"]
 
 OWNER_ENV = "PYROMARKET_OWNER_PID"
+RETIRED_POLL_S = 0.5        # how soon a replica that stepped down notices and exits
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -65,12 +67,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         post.log(f"Trader {args.index} was launched and serves at {uri} (epoch "
                  f"{post.trader.epoch})")
         post.announce()
-        stop.wait()
+        retired = _serve(post, stop)
     finally:
         post.log(f"Trader {args.index} stops")
-        post.close()
+        post.close(keep_launched=retired)
         server.close()
     return 0
+
+
+def _serve(post: TradingPost, stop: threading.Event) -> bool:
+    """Serve until `stop`, or until the trader steps down (it was fenced): a replica has
+    no other role, so it exits then, and frees its warehouse connections for the trader
+    that replaces it. Returns whether it stepped down."""
+    while not stop.wait(RETIRED_POLL_S):
+        if post.trader.retired.is_set():
+            post.log(f"Trader {post.index} exits: it stepped down, and a launched trader "
+                     f"has no other role (the traders it launched keep serving)")
+            return True
+    return False
 
 
 def _watch_owner(stop: threading.Event) -> None:

@@ -47,6 +47,12 @@ def kill_and_await_replacement(market, n: int, pid: int, *stale: str,
                f"a replacement Trader {n}")
 
 
+def trader_pid(market, n: int) -> int:
+    """The process serving trader n now (its name's), an elected peer or a launched replica."""
+    with market.trader(n, 5.0) as t:
+        return t.ping()["pid"]
+
+
 def serving(market, n: int) -> int:
     """Requests trader n has taken, or 0 while it does not answer."""
     return trader_stats(market).get(n, {}).get("requests", 0)
@@ -141,7 +147,7 @@ def test_a_replacement_that_never_registers_is_stopped_and_launched_again(start_
     another, which serves once the warehouse is back. Nothing is lost or doubled."""
     roles = ROLES + ["seller"]                                    # peers 5, 6 become traders
     market = start_market(roles, 2, **LOAD,
-                          **autoscale(threshold=1_000_000, launch_timeout_s=3.0))
+                          **autoscale(threshold=1_000_000, launch_timeout_s=5.0))
     wait_until(lambda: serving(market, 1) >= 10, 20, "trader 1 to serve")
     dead_uri, warehouse = market.traders()[1], market.services["warehouse"]
     warehouse.signal(signal.SIGSTOP)
@@ -161,5 +167,32 @@ def test_a_replacement_that_never_registers_is_stopped_and_launched_again(start_
     assert tries[:2] == [("replace", 1), ("replace", 2)]
     (replica,) = market.replicas()
     assert f"pid {replica}" in [e["handle"] for e in scale_events(market)][1:]
+    market.stop_clients()
+    assert_consistent(market)
+
+
+def test_a_replica_that_steps_down_exits_and_leaves_its_launches_serving(start_market):
+    """A launched trader that was paused, declared dead and fenced steps down on waking.
+    It used to linger as an idle process holding its warehouse connections; it now exits,
+    and the trader it had launched itself as coordinator keeps serving."""
+    roles = ROLES + ["seller"]                                    # peers 5, 6 become traders
+    market = start_market(roles, 2, **LOAD, **autoscale(threshold=1_000_000))
+    wait_until(lambda: serving(market, 1) >= 10 and serving(market, 2) >= 10, 20, "both to serve")
+    kill_and_await_replacement(market, 2, trader_pid(market, 2))      # Trader 1 launches R2
+    wait_until(lambda: serving(market, 2) >= 10, 20, "R2 to serve")
+    kill_and_await_replacement(market, 1, trader_pid(market, 1))      # R2 launches R1
+    wait_until(lambda: serving(market, 1) >= 10, 20, "R1 to serve")
+    r1, r2, r2_uri = trader_pid(market, 1), trader_pid(market, 2), market.traders()[2]
+    os.kill(r2, signal.SIGSTOP)                                       # R1 replaces it ...
+    try:
+        wait_until(lambda: market.traders().get(2) not in (None, r2_uri), 30,
+                   "a replacement for the paused R2")
+    finally:
+        os.kill(r2, signal.SIGCONT)                                   # ... and R2 wakes up fenced
+    wait_until(lambda: not alive(r2), 20, "R2 to step down and exit")
+    assert "exits: it stepped down" in trader_log(market, 2)
+    assert alive(r1) and trader_pid(market, 1) == r1                  # its launch serves on
+    before = serving(market, 1)
+    wait_until(lambda: serving(market, 1) >= before + 10, 20, "R1 to keep serving")
     market.stop_clients()
     assert_consistent(market)

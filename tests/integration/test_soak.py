@@ -17,7 +17,7 @@ import pytest
 
 from pyromarket.process import wait_until
 from tests.integration.test_autoscale import (autoscale, kill_and_await_replacement,
-                                              trader_stats)
+                                              trader_pid, trader_stats)
 from tests.integration.test_failover import LOAD, assert_consistent, total
 
 ROLES = ["buyer", "buyer", "seller", "buyer", "buyer", "seller"]   # peers 5, 6 trade
@@ -26,23 +26,6 @@ SOAK_S = float(os.environ.get("SOAK_S", "20"))
 
 def served(market) -> int:
     return sum(total(market, key) for key in ("shipped", "stocked", "unavailable"))
-
-
-def trader_pid(market, n: int) -> int:
-    """The process serving trader n now: an elected peer, or a launched replica."""
-    port = int(market.traders()[n].rsplit(":", 1)[1])
-    for peer in market.cfg.peers:
-        if peer.port == port:
-            return market.services[f"peer-{peer.id}"].pid
-    for pid in market.replicas():
-        try:
-            with open(f"/proc/{pid}/cmdline") as fh:
-                argv = fh.read().split("\0")
-        except FileNotFoundError:                  # it exited meanwhile
-            continue
-        if "--index" in argv and argv[argv.index("--index") + 1] == str(n):
-            return pid
-    raise AssertionError(f"no process serves trader {n} at port {port}")
 
 
 def kill_a_trader(market, rng) -> None:

@@ -158,7 +158,8 @@ def test_batch_max_is_bounded_so_a_batch_fits_one_message(batch_max):
 
 
 @pytest.mark.parametrize("key,value,why", [
-    ("launch_timeout_s", 0.0, r"must be > 0"), ("launch_timeout_s", -1.0, r"must be > 0"),
+    ("launch_timeout_s", 0.0, r"must be at least 5 s"),
+    ("launch_timeout_s", 4.9, r"must be at least 5 s"),
     ("launch_attempts", 0, r"must be between 1 and 10"),
     ("launch_attempts", 11, r"must be between 1 and 10"),
     ("launch_attempts", 2.5, r"expected int, got float")])
