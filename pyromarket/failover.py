@@ -25,7 +25,7 @@ import threading
 import time
 
 from . import config, rpc, runtime
-from .errors import MarketError, Unavailable
+from .errors import FencedOut, MarketError, Unavailable
 from .eventlog import EventLog
 from .heartbeat import HeartbeatMonitor
 from .scaler import Scaler
@@ -71,13 +71,15 @@ class Failover:
         while not stop.is_set() and not self.trader.retired.is_set():
             now = time.monotonic()
             if self.monitor.paused(now):
-                self._check_fenced()
+                self._check_fenced(f"did not run for longer than the detection window "
+                                   f"({self.monitor.detection_bound_s:.2f} s)")
             self._absorb_told_dead()
             if now >= self._refresh_at:
                 self._refresh_at = now + REFRESH_S
                 self._refresh()
                 if self.name is not None:
-                    runtime.renew(self.name, self.log, f"Trader {self.me}")
+                    runtime.renew(self.name, self.log, f"Trader {self.me}",
+                                  before_bind=self._may_bind)
             for n in self.monitor.due(now):
                 ok = self._ping(n)
                 if not ok:
@@ -107,7 +109,9 @@ class Failover:
         with self._lock:
             told, self._told_dead = self._told_dead, set()
         for n in told:
-            if n not in self.monitor.dead:
+            if n == self.me:
+                self._check_fenced("heard that another trader declared it dead")
+            elif n not in self.monitor.dead:
                 self.monitor.mark_dead(n)
                 self._drop(n)
                 self.log(f"Trader {self.me} stops watching Trader {n}: another survivor "
@@ -119,7 +123,8 @@ class Failover:
         self.detected_at[n] = time.time()
         self.log(f"Trader {self.me} got no answer to {self.cfg.heartbeat.misses} heartbeats in a "
                  f"row from Trader {n} and declares it dead")
-        self._fence(n)
+        if not self._fence(n):
+            return
         self._unlist(n)
         live = [self.me] + [m for m in self.monitor.live if m != n]
         self._broadcast(n, sorted(live))
@@ -177,15 +182,24 @@ class Failover:
             self._drop(n)
             return False
 
-    def _fence(self, n: int) -> None:
+    def _fence(self, n: int) -> bool:
+        """Have the warehouse fence trader n. False if it refused because this trader was
+        fenced first (declared dead by another, as when two traders are cut off from each
+        other): this one then steps down, and the takeover stops here. A warehouse that
+        does not answer five tries does not hold the takeover up."""
         for attempt in range(5):
             try:
-                epoch = self.link.fence(n, self.me, self._epochs.get(n, 0))
+                epoch = self.link.fence(n, self.me, self._epochs.get(n, 0), self.trader.epoch)
                 self.log(f"Trader {self.me} had the warehouse fence Trader {n} (epoch {epoch})")
-                return
+                return True
+            except FencedOut:
+                self.trader.retire(f"it declared Trader {n} dead, but the warehouse had "
+                                   f"already fenced it: another trader declared it dead first")
+                return False
             except MarketError as exc:
                 self.log(f"Trader {self.me} could not fence Trader {n} yet ({exc}); retrying")
                 time.sleep(0.1 * (attempt + 1))
+        return True
 
     def _unlist(self, n: int) -> None:
         """Remove market.trader.<n>, unless it already names someone else (a replacement)."""
@@ -212,12 +226,25 @@ class Failover:
             except MarketError as exc:
                 self.log(f"Trader {self.me} could not tell peer {peer.id} ({exc})")
 
-    def _check_fenced(self) -> None:
-        self.log(f"Trader {self.me} did not run for longer than the detection window "
-                 f"({self.monitor.detection_bound_s:.2f} s); asking whether it was declared dead")
+    def _check_fenced(self, why: str) -> None:
+        self.log(f"Trader {self.me} {why}; asking the warehouse whether it was fenced")
+        self._serves_on(why)
+
+    def _may_bind(self) -> bool:
+        """Before this trader binds its name again: the name is gone either because the
+        name server restarted or because a survivor declared this trader dead and
+        unlisted it. In the second case it steps down instead."""
+        return self._serves_on("found its name removed from the name server")
+
+    def _serves_on(self, why: str) -> bool:
+        """False, and this trader steps down, if the warehouse says it was fenced; True
+        also when the warehouse cannot tell now."""
         with contextlib.suppress(Unavailable):
             if self.link.fenced(self.trader.epoch):
-                self.trader.retire("it was paused, and meanwhile declared dead and fenced")
+                self.trader.retire(f"it {why}, and the warehouse says it was declared dead "
+                                   f"and fenced")
+                return False
+        return True
 
     def _drop(self, n: int) -> None:
         rpc.release(self._proxies.pop(n, None))

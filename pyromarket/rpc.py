@@ -488,15 +488,16 @@ class Registration:
         self.timeout_s = timeout_s
         self.down = False             # the last renew() could not reach the name server
 
-    def renew(self) -> bool:
-        """True if the name had to be bound again. Raises Unavailable if the name server
-        cannot be reached now."""
+    def renew(self, before_bind: Callable[[], bool] | None = None) -> bool:
+        """True if the name had to be bound again. `before_bind()`, if given, is asked
+        first when the name is missing, and False leaves it unbound. Raises Unavailable
+        if the name server cannot be reached now."""
         self.down = True
         with nameserver(self.host, self.port, self.timeout_s) as ns, \
                 translated(f"renew {self.name}"):
             bound = ns.list(prefix=self.name).get(self.name)
             self.down = False
-            if bound is not None:
+            if bound is not None or (before_bind is not None and not before_bind()):
                 return False
             try:
                 ns.register(self.name, self.uri, safe=True)

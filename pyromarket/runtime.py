@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import config, rpc
 from .errors import Unavailable
@@ -119,13 +119,15 @@ def backoff_delays(first_s: float, cap_s: float = 1.0):
         delay = min(delay * 2, cap_s)
 
 
-def renew(name: rpc.Registration, log: EventLog, who: str) -> None:
+def renew(name: rpc.Registration, log: EventLog, who: str,
+          before_bind: Callable[[], bool] | None = None) -> None:
     """Bind a role's name again if the name server lost it (a restarted one knows no
-    names). Logs a renewal, and once when the name server stops (or starts again)
-    answering; the role serves on meanwhile, at its unchanged address."""
+    names), unless `before_bind()` says no. Logs a renewal, and once when the name server
+    stops (or starts again) answering; the role serves on meanwhile, at its unchanged
+    address."""
     was_down = name.down
     try:
-        if name.renew():
+        if name.renew(before_bind):
             log(f"{who} registered {name.name} again: the name server had lost it")
         elif was_down:
             log(f"{who} reaches the name server again; {name.name} is still bound")

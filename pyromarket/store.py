@@ -224,11 +224,21 @@ class Store:
             self._db.execute("COMMIT")
         return epoch
 
-    def fence(self, trader: int, epoch: int | None = None) -> int | None:
+    def fence(self, trader: int, epoch: int | None = None,
+              by_epoch: int | None = None) -> int | None:
         """Refuse every later write carrying `epoch` (default: trader slot `trader`'s
         current epoch). Naming the epoch seen in the dead trader's heartbeats keeps a
-        late fence from hitting a replacement that has since joined the same slot."""
+        late fence from hitting a replacement that has since joined the same slot.
+
+        `by_epoch`, the fencing trader's own epoch, must not be fenced itself: two traders
+        cut off from each other declare each other dead at about the same time, and if
+        both fences were taken no trader would be left. The check and the fence are one
+        step under the write lock, so of two such traders the first to ask wins and the
+        other gets FencedOut."""
         with self._write:
+            if by_epoch is not None and by_epoch in self._fenced:
+                raise FencedOut(f"epoch {by_epoch} was fenced itself: a trader declared dead "
+                                f"cannot fence another")
             if epoch is None:
                 row = self._db.execute("SELECT epoch FROM epochs WHERE trader = ?",
                                        (trader,)).fetchone()

@@ -79,8 +79,8 @@ class WarehouseLink:
     def join(self, index: int) -> int:
         return self._call("join", index)
 
-    def fence(self, index: int, by: int, epoch: int = 0) -> int | None:
-        return self._call("fence", index, by, epoch)
+    def fence(self, index: int, by: int, epoch: int = 0, by_epoch: int = 0) -> int | None:
+        return self._call("fence", index, by, epoch, by_epoch)
 
     def fenced(self, epoch: int) -> bool:
         return self._call("fenced", epoch)

@@ -165,14 +165,21 @@ class Warehouse:
         return epoch
 
     @rpc.remote
-    def fence(self, trader: int, by: int, epoch: int = 0) -> int | None:
+    def fence(self, trader: int, by: int, epoch: int = 0, by_epoch: int = 0) -> int | None:
         """Trader `by` declared trader `trader` dead: refuse its writes from now on.
-        `epoch`: the one its heartbeats showed (0: the slot's current epoch)."""
+        `epoch`: the one its heartbeats showed (0: the slot's current epoch). `by_epoch`:
+        trader `by`'s own (0: not checked, for a person at a REPL); if it was fenced
+        itself, nothing is fenced and FencedOut says so, so of two traders that declare
+        each other dead only the first is heard."""
         check_slot(trader, "trader")
         check_slot(by, "by")
-        if epoch != 0:
-            check_slot(epoch, "epoch")
-        epoch = self._store.fence(trader, epoch or None)
+        epoch, by_epoch = _epoch_or_none(epoch, "epoch"), _epoch_or_none(by_epoch, "by_epoch")
+        try:
+            epoch = self._store.fence(trader, epoch, by_epoch)
+        except FencedOut:
+            self._log(f"Warehouse refused Trader {by}'s fence of Trader {trader}: Trader {by} "
+                      f"(epoch {by_epoch}) was declared dead and fenced itself")
+            raise
         self._log(f"Warehouse fenced Trader {trader} (epoch {epoch}) because Trader {by} "
                   f"declared it dead; its writes are refused from now on")
         return epoch
@@ -235,6 +242,13 @@ class Warehouse:
 
 _STAT_KEYS = ("orders", "batches", "apply_calls", "shipped", "shipped_units", "stocked",
               "stocked_units", "rejected", "replayed", "refused", "revalidations", "fenced")
+
+
+def _epoch_or_none(value: Any, what: str) -> int | None:
+    """An epoch argument where 0 means "none given"."""
+    if type(value) is int and value == 0:
+        return None
+    return check_slot(value, what)
 
 
 def _outcome_counts(res: Any) -> dict[str, int]:

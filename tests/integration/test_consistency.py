@@ -115,6 +115,10 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
             with pytest.raises(InvalidRequest, match="since_seq must be a non-negative int "
                                                      "and limit a positive int"):
                 w.ledger(*args)
+        for args in ((0, 1), (1, "2"), (1, 2, -1), (1, 2, 2**40), (1, 2, False),
+                     (1, 2, 0, 1.5), (1, 2, 0, True), (1, 2, 0, -3)):
+            with pytest.raises(InvalidRequest):
+                w.fence(*args)
         replies = w.apply([("buy", "salt", 1, "e", "t", 10**30), ("buy", "salt", 1, "f", "t\n", 0)])
         assert [r[:2] for r in replies] == [["error", "InvalidRequest"]] * 2
         with pytest.raises(UnknownProduct) as huge:
@@ -123,6 +127,8 @@ def test_bad_remote_input_gets_a_named_error_and_changes_nothing(start_market):
         assert w.inventory() == before
         assert w.ledger(0, 100) == []
         assert t.buy("salt", 1)["outcome"] == "shipped"   # the connection still works
+    with contextlib.closing(sqlite3.connect(market.cfg.warehouse.db_path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM fenced").fetchone()[0] == 0   # no bad fence
     with market.peer(market.cfg.peers[0].id) as p:
         known = p.status()["traders"]
         for args in ((0, 1, [1]), (1, True, [1]), (1, 2, "1"), (1, 2, [10**40]),

@@ -12,7 +12,7 @@ import pytest
 
 from pyromarket import rpc
 from pyromarket.errors import MarketError
-from pyromarket.process import wait_until
+from pyromarket.process import free_ports, wait_until
 
 ROLES = ["buyer", "buyer", "seller", "buyer", "seller", "buyer"]   # peers 5, 6 become traders
 LOAD = dict(buyers={"pace_s": 0.01, "max_qty": 2}, sellers={"goods_per_period": 2, "period_s": 0.2},
@@ -226,3 +226,60 @@ def test_the_configs_forced_exit_is_survived_by_the_launcher(make_config, tmp_pa
     log = (tmp_path / "run" / "trader-1.txt").read_text()
     assert "declares it dead" in log and "now the sole trader" in log
     assert "exits now" in (tmp_path / "run" / "trader-2.txt").read_text()
+
+
+def test_traders_cut_off_from_each_other_leave_exactly_one_serving(start_market):
+    """A partition between the traders alone (each still reaches the warehouse and the
+    name server) makes each declare the other dead at about the same time. A quiet market
+    writes nothing meanwhile, so neither learns from a refused write that it was fenced
+    first. The warehouse fences only for a trader that is not fenced itself: the first
+    fence wins, the loser steps down without unlisting or announcing anything, and
+    exactly one trader serves on. (Each trader is cut off by pointing its view of the
+    other, the name it reads every second, at a port where nobody listens; the partition
+    heals when the survivor's own name is bound to it again.)"""
+    market = start_market(["buyer", "seller"], 2)           # quiet: both peers are traders
+    uris = market.traders()
+    nowhere = free_ports(2)
+    for n, port in zip((1, 2), nowhere):
+        rpc.register_name(market.ns(), rpc.trader_name(n), f"PYRO:market.trader@127.0.0.1:{port}")
+    wait_until(lambda: sum("steps down" in trader_log(market, n) for n in (1, 2)) == 1
+               and any("has taken over" in trader_log(market, n) for n in (1, 2)), 15,
+               "one trader to take over and the other to step down")
+    survivor = next(n for n in (1, 2) if "has taken over" in trader_log(market, n))
+    loser = 3 - survivor
+    assert "has taken over" not in trader_log(market, loser)
+    rpc.register_name(market.ns(), rpc.trader_name(survivor), uris[survivor])
+    wait_until(lambda: market.traders() == {survivor: uris[survivor]}, 10,
+               f"only Trader {survivor} to be registered")
+    with market.trader(survivor) as t:
+        assert t.buy("salt", 1, "after-the-partition")["outcome"] == "shipped"
+    peer = market.cfg.peer(sorted(market.trader_peers)[loser - 1])
+    with rpc.proxy(f"PYRO:market.trader@{peer.host}:{peer.port}", 5.0) as zombie:
+        with pytest.raises(MarketError, match="no longer serves"):
+            zombie.buy("salt", 1, "loser-write")
+    with contextlib.closing(sqlite3.connect(market.cfg.warehouse.db_path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM fenced").fetchone()[0] == 1
+        ids = [r for (r,) in db.execute("SELECT request_id FROM ledger")]
+    assert ids == ["after-the-partition"]
+
+
+def test_a_trader_declared_dead_steps_down_without_a_write(start_market):
+    """Trader 1 cannot reach Trader 2, but Trader 2 is alive and idle (a quiet market).
+    Trader 1 fences it, unlists it and tells the peers. Trader 2 writes nothing, so no
+    refused write tells it; it learns from the broadcast, or when it finds its name gone
+    and asks the warehouse before binding it again. Before, it bound its name again and
+    stayed listed, fenced, until someone's order was refused."""
+    market = start_market(["buyer", "seller"], 2)           # quiet: both peers are traders
+    uris = market.traders()
+    rpc.register_name(market.ns(), rpc.trader_name(2),
+                      f"PYRO:market.trader@127.0.0.1:{free_ports(1)[0]}")
+    wait_until(lambda: "has taken over from Trader 2" in trader_log(market, 1), 15,
+               "Trader 1 to take over from Trader 2")
+    wait_until(lambda: "steps down" in trader_log(market, 2), 10, "Trader 2 to step down")
+    assert "warehouse says it was declared dead and fenced" in trader_log(market, 2)
+    with rpc.proxy(uris[2], 5.0) as zombie:
+        with pytest.raises(MarketError, match="no longer serves"):
+            zombie.ping()                       # retired: its heartbeat loop (and renewal) ends
+    wait_until(lambda: market.traders() == {1: uris[1]}, 10, "only Trader 1 to be registered")
+    with market.trader(1) as t:
+        assert t.buy("salt", 1, "after-the-takeover")["outcome"] == "shipped"

@@ -110,6 +110,25 @@ def test_renewing_binds_a_lost_name_again_and_leaves_a_bound_one_alone(ns):
     assert ns.names == {"market.trader.1": "PYRO:t@127.0.0.1:7"}
 
 
+def test_renewing_asks_before_it_binds_a_lost_name_and_only_then(ns):
+    """A trader's name may be gone because a survivor declared it dead: the trader asks
+    (before_bind) and binds it again only if it still serves."""
+    name = rpc.Registration("127.0.0.1", 9090, "market.trader.1", "PYRO:t@127.0.0.1:7")
+    asked = []
+
+    def refuse() -> bool:
+        asked.append(1)
+        return False
+
+    assert name.renew(before_bind=refuse) is False and ns.names == {}
+    ns.names["market.trader.1"] = "PYRO:t@127.0.0.1:7"
+    assert name.renew(before_bind=refuse) is False
+    assert len(asked) == 1                          # a bound name asks nothing
+    ns.names.clear()
+    assert name.renew(before_bind=lambda: True) is True
+    assert ns.names == {"market.trader.1": "PYRO:t@127.0.0.1:7"}
+
+
 def test_renewing_never_takes_a_name_from_a_successor(ns):
     name = rpc.Registration("127.0.0.1", 9090, "market.trader.1", "PYRO:t@127.0.0.1:7")
     ns.names["market.trader.1"] = "PYRO:replacement@127.0.0.1:8"

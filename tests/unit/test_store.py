@@ -310,6 +310,22 @@ def test_join_gives_fresh_epochs_and_fence_refuses_the_old_one(store):
     assert store.fence(9) is None
 
 
+def test_a_fenced_trader_cannot_fence_another(store):
+    """Two traders cut off from each other each declare the other dead: the first fence
+    is taken, the second is refused because its sender was fenced meanwhile, so one
+    trader is left. Nothing is fenced by a refused call."""
+    e1, e2 = store.join(1), store.join(2)
+    assert store.fence(2, e2, by_epoch=e1) == e2
+    with pytest.raises(FencedOut, match=f"epoch {e2} was fenced itself"):
+        store.fence(1, e1, by_epoch=e2)
+    assert not store.is_fenced(e1) and store.is_fenced(e2)
+    [r] = store.apply([Order("buy", "salt", 1, "a", "trader 1", e1)], now=1.0)
+    assert r["outcome"] == SHIPPED                  # the first to ask serves on
+    assert store.fence(2, e2, by_epoch=e1) == e2    # again: idempotent
+    e3 = store.join(3)
+    assert store.fence(3, by_epoch=e1) == e3        # the slot's epoch, by a live trader
+
+
 def test_fencing_survives_a_restart(tmp_path):
     path = str(tmp_path / "wh.sqlite3")
     s = Store(path, {"salt": 5})
