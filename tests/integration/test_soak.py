@@ -1,6 +1,7 @@
 """A soak: for a while, at random (a fixed seed), kill -9 a trader (autoscaling replaces
-it), kill -9 and restart the warehouse, or pause it with SIGSTOP, each under load and as
-soon as the last fault has healed. Afterwards nothing may be lost, doubled or abandoned.
+it), pause a trader with SIGSTOP (briefly, or until it is replaced, so that it wakes
+fenced), kill -9 and restart the warehouse, or pause it, each under load and as soon as
+the last fault has healed. Afterwards nothing may be lost, doubled or abandoned.
 
 This is the test that found a replacement's own death going unreplaced; a longer run
 (SOAK_S=150: 54 trader kills, 51 warehouse kills and 37 pauses in sync mode, about as
@@ -49,7 +50,24 @@ def pause_the_warehouse(market, rng) -> None:
     warehouse.signal(signal.SIGCONT)
 
 
-FAULTS = [kill_a_trader, kill_the_warehouse, pause_the_warehouse]
+def pause_a_trader(market, rng) -> None:
+    """SIGSTOP a trader: briefly (it may be declared dead or not), or until a replacement
+    serves (it was fenced, and steps down when it wakes)."""
+    wait_until(lambda: len(trader_stats(market)) == 2, 60, "two live traders")
+    n = rng.choice(sorted(market.traders()))
+    uri, pid = market.traders()[n], trader_pid(market, n)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        if rng.random() < 0.5:
+            time.sleep(rng.uniform(0.1, 1.0))
+        else:
+            wait_until(lambda: market.traders().get(n) not in (None, uri), 30,
+                       f"a replacement for the paused Trader {n}")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+FAULTS = [kill_a_trader, kill_the_warehouse, pause_the_warehouse, pause_a_trader]
 
 
 @pytest.mark.slow
