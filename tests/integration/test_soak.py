@@ -78,7 +78,7 @@ def test_random_kills_and_pauses_lose_and_double_nothing(start_market, mode):
                           **autoscale(threshold=1_000_000, cooldown_s=0.5))
     faults: dict[str, int] = {}
     end = time.monotonic() + SOAK_S
-    while time.monotonic() < end:
+    while time.monotonic() < end or len(faults) < len(FAULTS):   # every kind, however slow
         before = served(market)
         wait_until(lambda: served(market) >= before + 20, 60, "trading between faults")
         fault = rng.choice(FAULTS)
@@ -88,4 +88,3 @@ def test_random_kills_and_pauses_lose_and_double_nothing(start_market, mode):
     wait_until(lambda: served(market) >= before + 20, 60, "trading after the last fault")
     market.stop_clients()
     assert_consistent(market)
-    assert len(faults) == len(FAULTS), faults          # every kind of fault happened
