@@ -228,37 +228,35 @@ def test_the_configs_forced_exit_is_survived_by_the_launcher(make_config, tmp_pa
     assert "exits now" in (tmp_path / "run" / "trader-2.txt").read_text()
 
 
-def test_traders_cut_off_from_each_other_leave_exactly_one_serving(start_market):
+@pytest.mark.parametrize("n_traders", [2, 3])
+def test_traders_cut_off_from_each_other_leave_exactly_one_serving(start_market, n_traders):
     """A partition between the traders alone (each still reaches the warehouse and the
-    name server) makes each declare the other dead at about the same time. A quiet market
-    writes nothing meanwhile, so neither learns from a refused write that it was fenced
+    name server) makes each declare the others dead at about the same time. A quiet market
+    writes nothing meanwhile, so none learns from a refused write that it was fenced
     first. The warehouse fences only for a trader that is not fenced itself: the first
-    fence wins, the loser steps down without unlisting or announcing anything, and
-    exactly one trader serves on. (Each trader is cut off by pointing its view of the
-    other, the name it reads every second, at a port where nobody listens; the partition
-    heals when the survivor's own name is bound to it again.)"""
-    market = start_market(["buyer", "seller"], 2)           # quiet: both peers are traders
+    fence wins, a trader whose fence is refused steps down without unlisting or announcing
+    anything, and exactly one trader serves on. (Each trader is cut off by pointing its
+    view of the others, the names it reads every second, at ports where nobody listens;
+    the partition heals when the survivor's own name is bound to it again.)"""
+    market = start_market(["buyer", "seller", "buyer"][:n_traders], n_traders)   # quiet
     uris = market.traders()
-    nowhere = free_ports(2)
-    for n, port in zip((1, 2), nowhere):
+    for n, port in zip(uris, free_ports(n_traders)):
         rpc.register_name(market.ns(), rpc.trader_name(n), f"PYRO:market.trader@127.0.0.1:{port}")
-    wait_until(lambda: sum("steps down" in trader_log(market, n) for n in (1, 2)) == 1
-               and any("has taken over" in trader_log(market, n) for n in (1, 2)), 15,
-               "one trader to take over and the other to step down")
-    survivor = next(n for n in (1, 2) if "has taken over" in trader_log(market, n))
-    loser = 3 - survivor
-    assert "has taken over" not in trader_log(market, loser)
+    wait_until(lambda: sum("steps down" in trader_log(market, n) for n in uris) == n_traders - 1,
+               15, "all traders but one to step down")
+    [survivor] = [n for n in uris if "steps down" not in trader_log(market, n)]
+    assert "has taken over" in trader_log(market, survivor)
     rpc.register_name(market.ns(), rpc.trader_name(survivor), uris[survivor])
     wait_until(lambda: market.traders() == {survivor: uris[survivor]}, 10,
                f"only Trader {survivor} to be registered")
     with market.trader(survivor) as t:
         assert t.buy("salt", 1, "after-the-partition")["outcome"] == "shipped"
-    peer = market.cfg.peer(sorted(market.trader_peers)[loser - 1])
-    with rpc.proxy(f"PYRO:market.trader@{peer.host}:{peer.port}", 5.0) as zombie:
-        with pytest.raises(MarketError, match="no longer serves"):
-            zombie.buy("salt", 1, "loser-write")
+    for loser in set(uris) - {survivor}:
+        with rpc.proxy(uris[loser], 5.0) as zombie:
+            with pytest.raises(MarketError, match="no longer serves"):
+                zombie.buy("salt", 1, f"loser-{loser}")
     with contextlib.closing(sqlite3.connect(market.cfg.warehouse.db_path)) as db:
-        assert db.execute("SELECT COUNT(*) FROM fenced").fetchone()[0] == 1
+        assert db.execute("SELECT COUNT(*) FROM fenced").fetchone()[0] == n_traders - 1
         ids = [r for (r,) in db.execute("SELECT request_id FROM ledger")]
     assert ids == ["after-the-partition"]
 
