@@ -4,11 +4,14 @@ Every heartbeat.interval_s the trader pings every other live trader, each ping w
 own deadline (heartbeat.HeartbeatMonitor keeps the score). When a trader misses
 heartbeat.misses pings in a row, this survivor takes over, in this order:
   1. fence it at the warehouse, so that if it was only paused it can never write again;
+     the warehouse refuses a fence from a trader fenced itself, which then steps down
+     and stops here (two traders cut off from each other leave one, not none);
   2. remove its name from the name server, so nobody finds it any more;
   3. tell every peer it failed and which traders remain (the spec's broadcast).
-Each step is idempotent, so with N_t > 2 every survivor may do it. A trader whose own
-loop finds it was paused longer than the detection window asks the warehouse whether it
-was fenced meanwhile, and steps down if so.
+Each step is idempotent, so with N_t > 2 every survivor may do it. A trader asks the
+warehouse whether it was fenced, and steps down if so, when its own loop finds it was
+paused longer than the detection window, when a broadcast names it, and before it binds
+its name again (a survivor unlisted it, or the name server restarted).
 
 The loop re-reads the traders' names every REFRESH_S, so it starts watching a trader
 that was launched (or replaced) later; it also binds this trader's own name again if
