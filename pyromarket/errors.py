@@ -12,13 +12,15 @@
     ConfigError (ValueError)     a config file that cannot run; raised at startup
 
 Every remote exception takes its message as its only positional argument, which is
-what Pyro5's json and serpent round trips need (rpc.register_errors).
+what Pyro5's json and serpent round trips need (rpc.register_errors). On the wire each
+travels as its built-in twin (`builtin_twin`), so that a client which never imported
+pyromarket, such as a bare Pyro5 REPL, can still read it.
 """
 
 __all__ = [
     "MarketError", "InvalidRequest", "UnknownProduct", "ConflictingRequest",
     "Unavailable", "FencedOut", "NotATrader", "ConfigError", "REMOTE_ERRORS",
-    "to_wire", "from_wire",
+    "to_wire", "from_wire", "builtin_twin", "BUILTIN_TWINS", "by_name",
 ]
 
 
@@ -60,6 +62,20 @@ REMOTE_ERRORS = (
 )
 
 
+BUILTIN_TWINS = (ValueError, RuntimeError)
+
+
+def builtin_twin(cls: type[MarketError]) -> type[Exception]:
+    """The built-in exception a client that does not know the market's errors gets in
+    place of `cls`: ValueError for bad arguments (the caller's fault), else RuntimeError."""
+    return ValueError if issubclass(cls, (InvalidRequest, ConflictingRequest)) else RuntimeError
+
+
+def by_name(name: object) -> type[MarketError] | None:
+    """The remote error class called `name` (e.g. "InvalidRequest"), or None."""
+    return next((cls for cls in REMOTE_ERRORS if cls.__name__ == name), None)
+
+
 def to_wire(exc: BaseException) -> dict:
     """An error as plain data, for a per-item failure inside a batch reply."""
     name = type(exc).__name__ if isinstance(exc, REMOTE_ERRORS) else "MarketError"
@@ -68,5 +84,4 @@ def to_wire(exc: BaseException) -> dict:
 
 def from_wire(data: dict) -> MarketError:
     """The inverse of to_wire; an unknown name degrades to MarketError."""
-    by_name = {cls.__name__: cls for cls in REMOTE_ERRORS}
-    return by_name.get(data.get("error"), MarketError)(data.get("message", ""))
+    return (by_name(data.get("error")) or MarketError)(data.get("message", ""))

@@ -5,9 +5,10 @@
     >>> t.buy("salt", 2)
 
 Importing this module registers the market's exceptions with Pyro5, so a refused
-call raises a readable `pyromarket.errors.InvalidRequest` instead of Pyro5's
-`SerializeError`. A plain `Pyro5.api.Proxy("PYRONAME:market.trader.1")` works too,
-once this module (or pyromarket.rpc.register_errors()) has been imported.
+call raises `pyromarket.errors.InvalidRequest` itself. A plain
+`Pyro5.api.Proxy("PYRONAME:market.trader.1")` works too; without this import its
+errors arrive as their built-in twins (`ValueError: InvalidRequest: ...`, see
+rpc.register_errors).
 """
 
 from __future__ import annotations

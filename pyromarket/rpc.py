@@ -263,14 +263,37 @@ class _Deadline:
 
 
 def register_errors() -> None:
-    """Teach every serializer to rebuild the market's exceptions (else: SerializeError)."""
-    for cls in errors.REMOTE_ERRORS:
-        SerializerBase.register_dict_to_class(f"{cls.__module__}.{cls.__name__}",
-                                              functools.partial(_make_error, cls))
+    """Teach every serializer the market's exceptions, both ways.
+
+    Sending: a MarketError travels as its built-in twin (errors.builtin_twin) whose
+    message starts with the market's name for it, and whose attributes carry that name
+    and the bare message. Pyro5 rebuilds built-in exceptions in any client, so a bare
+    Pyro5 REPL that never imported pyromarket reads `ValueError: InvalidRequest: quantity
+    must be between 1 and 100, got -2` (before, Pyro5's `SerializeError: unsupported
+    serialized class`, with the message lost). Receiving: a process that called this gets
+    the market's own class back, with the bare message."""
+    SerializerBase.register_class_to_dict(MarketError, _error_to_dict)
+    for twin in errors.BUILTIN_TWINS:
+        SerializerBase.register_dict_to_class(f"builtins.{twin.__name__}",
+                                              functools.partial(_error_from_dict, twin))
 
 
-def _make_error(cls: type, _classname: str, data: dict) -> BaseException:
-    return cls(*data.get("args", ()))
+def _error_to_dict(exc: MarketError) -> dict:
+    name, message = type(exc).__name__, str(exc)
+    if errors.by_name(name) is None:        # a subclass the wire does not know
+        name = "MarketError"
+    attributes = {**vars(exc), "market_error": name, "message": message}
+    return {"__class__": f"builtins.{errors.builtin_twin(type(exc)).__name__}",
+            "__exception__": True, "args": (f"{name}: {message}",),
+            "attributes": attributes}
+
+
+def _error_from_dict(twin: type, _classname: str, data: dict) -> BaseException:
+    attributes = data.get("attributes")
+    cls = errors.by_name(attributes.get("market_error")) if isinstance(attributes, dict) else None
+    if cls is None:                         # a plain ValueError or RuntimeError
+        return SerializerBase.make_exception(twin, data)
+    return cls(str(attributes.get("message", "")))
 
 
 @contextlib.contextmanager

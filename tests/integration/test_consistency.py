@@ -346,6 +346,38 @@ def test_a_repl_on_pyro5_defaults_speaks_serpent_and_gets_named_errors(start_mar
         assert trader.buy("salt", 1, "repl-serpent-1")["replayed"] is True
 
 
+BARE_REPL = """
+import sys
+from Pyro5.api import Proxy
+with Proxy(sys.argv[1]) as trader:
+    trader._pyroTimeout = 5
+    for args in (("salt", -2), ("gold", 1), ("salt", 2.5)):
+        try:
+            trader.buy(*args)
+        except Exception as exc:
+            print(type(exc).__name__, "|", exc, "|", exc.market_error)
+    print("imported pyromarket:", "pyromarket" in sys.modules)
+"""
+
+
+def test_a_bare_pyro5_repl_reads_the_markets_errors(start_market):
+    """A REPL that imported nothing but Pyro5 cannot rebuild the market's exception
+    classes; it gets their built-in twins, with the market's name and the reason."""
+    market = start_market(QUIET, 2)
+    ns = market.cfg.nameserver
+    uri = f"PYRONAME:market.trader.1@{ns.host}:{ns.port}"
+    out = subprocess.run([sys.executable, "-c", BARE_REPL, uri], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.splitlines()
+    assert out == [
+        "ValueError | InvalidRequest: quantity must be between 1 and 100, got -2 | InvalidRequest",
+        "ValueError | UnknownProduct: unknown product 'gold'; the market trades "
+        "['boar', 'fish', 'salt'] | UnknownProduct",
+        "ValueError | InvalidRequest: quantity must be an int, got float 2.5 | InvalidRequest",
+        "imported pyromarket: False"]
+    with market.warehouse() as warehouse:
+        assert warehouse.inventory()["salt"]["version"] == 0      # nothing was applied
+
+
 def test_the_repl_helpers_find_the_market_or_say_what_is_missing(start_market, tmp_path):
     from pyromarket import repl
     from tests.helpers import config_dict, free_ports, write_config

@@ -4,7 +4,7 @@ import threading
 import types
 
 import pytest
-from Pyro5.serializers import JsonSerializer, SerpentSerializer
+from Pyro5.serializers import JsonSerializer, SerializerBase, SerpentSerializer
 
 from pyromarket import errors, rpc
 from pyromarket.errors import (ConflictingRequest, InvalidRequest, MarketError, Unavailable,
@@ -93,6 +93,55 @@ def test_every_market_error_survives_the_wire(cls, serializer):
     ser = serializer()
     back = ser.loads(ser.dumps(cls("the message")))
     assert type(back) is cls and str(back) == "the message"
+
+
+@pytest.fixture
+def bare_client():
+    """This process as a client that never imported pyromarket: Pyro5 without the
+    market's hooks for rebuilding errors (restored afterwards)."""
+    rpc.configure()
+    names = [f"builtins.{twin.__name__}" for twin in errors.BUILTIN_TWINS]
+    for name in names:
+        SerializerBase.unregister_dict_to_class(name)
+    yield
+    rpc.register_errors()
+
+
+@pytest.mark.parametrize("serializer", [JsonSerializer, SerpentSerializer])
+@pytest.mark.parametrize("cls", errors.REMOTE_ERRORS)
+def test_a_client_that_never_imported_the_market_reads_its_errors(cls, serializer, bare_client):
+    """Pyro5 rebuilds only the exceptions it knows; before, such a client got
+    `SerializeError: unsupported serialized class` and never saw the message."""
+    ser = serializer()
+    back = ser.loads(ser.dumps(cls("the message")))
+    assert type(back) is errors.builtin_twin(cls)
+    assert str(back) == f"{cls.__name__}: the message"
+    assert (back.market_error, back.message) == (cls.__name__, "the message")
+
+
+def test_bad_arguments_reach_a_bare_client_as_value_errors_and_the_rest_as_runtime_errors():
+    assert errors.builtin_twin(UnknownProduct) is ValueError
+    assert errors.builtin_twin(ConflictingRequest) is ValueError
+    assert errors.builtin_twin(Unavailable) is RuntimeError
+    assert errors.builtin_twin(MarketError) is RuntimeError
+
+
+@pytest.mark.parametrize("serializer", [JsonSerializer, SerpentSerializer])
+def test_the_twins_own_errors_still_arrive_as_themselves(serializer):
+    rpc.configure()
+    ser = serializer()
+    for exc in (ValueError("plain"), RuntimeError("also plain")):
+        back = ser.loads(ser.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc)
+
+
+def test_a_market_error_subclass_the_wire_does_not_know_arrives_as_market_error():
+    class Local(InvalidRequest):
+        pass
+    rpc.configure()
+    ser = JsonSerializer()
+    back = ser.loads(ser.dumps(Local("odd")))
+    assert type(back) is MarketError and str(back) == "odd"
 
 
 def test_the_market_speaks_json():
