@@ -42,6 +42,7 @@ class LoadWindow:
         self._lock = threading.Lock()
 
     def record(self, now: float, n: int = 1) -> None:
+        """Count `n` requests seen at time `now` (seconds, the caller's clock)."""
         slot = math.floor(now / self._slot_s)
         with self._lock:
             if self._counts and self._counts[-1][0] == slot:

@@ -129,6 +129,7 @@ class Trading:
             self.directory.close()
 
     def run_buyer(self) -> None:
+        """Buy a random product and quantity, then wait `buyers.pace_s`, until stopped."""
         while not self.stop.is_set():
             product = self.rng.choice(self.cfg.products)
             self.request("buy", product, self.rng.randint(1, self.cfg.buyers.max_qty))
@@ -136,6 +137,8 @@ class Trading:
                 self.stop.wait(self.cfg.buyers.pace_s)
 
     def run_seller(self) -> None:
+        """Every `sellers.period_s`, accrue `goods_per_period` of one random product and
+        deposit them, in orders of at most `max_quantity`, until stopped."""
         period, per = self.cfg.sellers.period_s, self.cfg.sellers.goods_per_period
         next_accrual = time.monotonic() + period
         while not self.stop.wait(max(0.0, next_accrual - time.monotonic())):

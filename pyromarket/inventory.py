@@ -80,6 +80,8 @@ class CachedInventory:
         self._denials = denials
 
     def buy(self, order: Order) -> dict:
+        """Deny from a fresh cache entry if it cannot fill the order; else forward, and
+        count an over-sell when the warehouse then finds the goods unavailable."""
         entry = self.cache.fresh(order.product, self._fetch, self._timeout_s)
         can_fill = (self.cache.reserve(order.product, order.qty) if self._reserve
                     else entry.stock >= order.qty)
@@ -109,6 +111,7 @@ class CachedInventory:
                 "age_s": round(self.cache.clock() - e.fetched_at, 3)}
 
     def snapshot(self) -> dict:
+        """The strategy's counters and the cache's, for the trader's stats()."""
         with self._lock:
             out = dict(self.stats)
         cs = dict(self.cache.stats)

@@ -55,6 +55,8 @@ class LocalLauncher:
         self._procs: list[tuple[int, subprocess.Popen]] = []     # (trader n, its process)
 
     def launch(self, index: int) -> str:
+        """Start `python -m pyromarket.replica` for trader `index` (in its own session, pinned
+        to its core); returns "pid <n>" for the log."""
         argv = python_module("pyromarket.replica", "--config", self.config_path, "--run-dir",
                              self.run_dir, "--index", str(index),
                              "--core", str(runtime.trader_core(index)))
@@ -121,6 +123,7 @@ class Ec2Launcher:
         self._client = client or _boto3_client(ec2)
 
     def launch(self, index: int) -> str:
+        """Run one instance whose user-data starts trader `index`; returns its id."""
         e = self.ec2
         args = {"ImageId": e.image_id, "InstanceType": e.instance_type, "MinCount": 1,
                 "MaxCount": 1, "UserData": user_data(index, self.config_text, e.package),

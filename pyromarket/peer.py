@@ -189,6 +189,8 @@ def _trader_uri(peer: config.PeerConfig) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run peer --id: take part in the election, then trade or host a trader, until
+    SIGTERM or SIGINT (exit 0). A bad --id, port or host exits earlier (runtime)."""
     args = runtime.role_args("python -m pyromarket.peer", "Run one market peer.", argv,
                              with_peer_id=True)
     cfg = runtime.load_config(args.config)

@@ -150,6 +150,7 @@ class Service:
         return self
 
     def wait_ready(self, timeout_s: float = 20.0) -> "Service":
+        """Wait until the service is ready; stop it and raise if it exits or times out."""
         try:
             wait_until(self._ready_or_dead, timeout_s, f"{self.name} to become ready")
         except TimeoutError as exc:

@@ -54,6 +54,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Serve a launched trader --index until SIGTERM or SIGINT, or until it steps down
+    because it was fenced (exit 0 either way)."""
     args = _parse(argv)
     cfg = runtime.load_config(args.config)
     stop = runtime.stop_on_signals()

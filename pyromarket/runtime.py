@@ -25,6 +25,7 @@ RENEW_NAME_S = 1.0      # how often a warehouse or trader checks that its name i
 
 def role_args(prog: str, description: str, argv: Sequence[str] | None,
               with_peer_id: bool = False) -> argparse.Namespace:
+    """The options every role's `main` takes: --config and --run-dir (and --id)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", default=config.DEFAULT_PATH,
                         help="market config (YAML); default: %(default)s")

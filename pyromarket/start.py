@@ -118,6 +118,7 @@ def gone_traders(elected: int, events: list[dict], answering: dict) -> list[int]
 
 
 def format_summary(s: dict) -> str:
+    """The end-of-run summary, one fact a line, from the launcher's collected figures."""
     lines = [f"traded for {s['elapsed_s']:.1f} s",
              f"goods shipped: {s['goods_shipped']} ({format_rate(s['shipped_per_s'])}/s); "
              f"goods stocked: {s['goods_stocked']}",
@@ -227,6 +228,8 @@ class _Progress:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a market and return the exit status: 0 done, 1 it failed, 2 a bad config,
+    130 a second Ctrl-C."""
     args = _parse(argv)
     try:
         cfg = config.load(args.config)

@@ -302,6 +302,8 @@ def _open_store(cfg: config.MarketConfig, log: EventLog) -> Store:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the warehouse and keep its name registered until SIGTERM or SIGINT (exit 0).
+    A database or port it cannot use exits earlier with one line (runtime)."""
     args = runtime.role_args("python -m pyromarket.warehouse",
                              "Run the market's warehouse (its database server).", argv)
     cfg = runtime.load_config(args.config)
