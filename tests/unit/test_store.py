@@ -8,11 +8,15 @@ import sys
 
 import pytest
 
+from pyromarket import config
 from pyromarket.errors import (ConflictingRequest, FencedOut, InvalidRequest, UnknownProduct,
                                Unavailable)
+from pyromarket.eventlog import EventLog
 from pyromarket.orders import MAX_STOCK, Order
 from pyromarket.store import (SHIPPED, STOCKED, UNAVAILABLE, WAREHOUSE_TABLES, DatabaseInUse,
                               NotAWarehouseDatabase, Store, conservation, lock_database)
+from pyromarket.warehouse import _open_store
+from tests.helpers import config_dict, write_config
 
 
 @pytest.fixture
@@ -335,3 +339,16 @@ def test_fencing_survives_a_restart(tmp_path):
     again = Store(path, {"salt": 5})
     assert again.is_fenced(epoch) and again.join(1) > epoch
     again.close()
+
+
+def test_a_product_left_out_of_initial_stock_starts_at_zero(tmp_path):
+    data = config_dict(["buyer", "seller"], 2)
+    data["warehouse"]["db_path"] = str(tmp_path / "w.sqlite3")
+    data["warehouse"]["initial_stock"] = {"salt": 7}
+    cfg = config.load(write_config(tmp_path / "m.yaml", data))
+    store = _open_store(cfg, EventLog(None, "warehouse"))
+    try:
+        assert {p: s["stock"] for p, s in store.inventory().items()} == \
+            {"salt": 7, "fish": 0, "boar": 0}
+    finally:
+        store.close()
