@@ -62,13 +62,14 @@ REMOTE_ERRORS = (
 )
 
 
-BUILTIN_TWINS = (ValueError, RuntimeError)
-
-
 def builtin_twin(cls: type[MarketError]) -> type[Exception]:
     """The built-in exception a client that does not know the market's errors gets in
     place of `cls`: ValueError for bad arguments (the caller's fault), else RuntimeError."""
     return ValueError if issubclass(cls, (InvalidRequest, ConflictingRequest)) else RuntimeError
+
+
+# every built-in class that carries a market error (rpc hooks each to rebuild ours)
+BUILTIN_TWINS = tuple(dict.fromkeys(builtin_twin(cls) for cls in REMOTE_ERRORS))
 
 
 def by_name(name: object) -> type[MarketError] | None:
