@@ -9,6 +9,7 @@ many in cached mode) passed before it was committed."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import random
 import signal
@@ -23,6 +24,12 @@ from tests.integration.test_failover import LOAD, assert_consistent, total
 
 ROLES = ["buyer", "buyer", "seller", "buyer", "buyer", "seller"]   # peers 5, 6 trade
 SOAK_S = float(os.environ.get("SOAK_S", "20"))
+SOAK_SEED = int(os.environ.get("SOAK_SEED", "28"))    # another seed, another order of faults
+# pytest's own per-test limit (300 s in setup.cfg) would end a long soak early, so the
+# soak's limit grows with it: the faults' time, plus room to start, settle and check.
+# (The test also cancels the faulthandler's 300 s dump; on a hang this limit dumps the
+# stacks instead.)
+SOAK_LIMIT_S = max(300, int(SOAK_S) + 300)
 
 
 def served(market) -> int:
@@ -71,9 +78,11 @@ FAULTS = [kill_a_trader, kill_the_warehouse, pause_the_warehouse, pause_a_trader
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SOAK_LIMIT_S)
 @pytest.mark.parametrize("mode", ["sync", "cached"])
 def test_random_kills_and_pauses_lose_and_double_nothing(start_market, mode):
-    rng = random.Random(28)
+    faulthandler.cancel_dump_traceback_later()       # SOAK_LIMIT_S is the limit here
+    rng = random.Random(SOAK_SEED)
     market = start_market(ROLES, 2, traders={"mode": mode}, **LOAD,
                           **autoscale(threshold=1_000_000, cooldown_s=0.5))
     faults: dict[str, int] = {}
@@ -87,4 +96,5 @@ def test_random_kills_and_pauses_lose_and_double_nothing(start_market, mode):
     before = served(market)
     wait_until(lambda: served(market) >= before + 20, 60, "trading after the last fault")
     market.stop_clients()
+    print(f"soak, {mode} mode, seed {SOAK_SEED}: {faults}")    # shown by pytest -rP
     assert_consistent(market)
