@@ -105,6 +105,30 @@ def test_a_paused_trader_is_fenced_and_steps_down_when_resumed(start_market):
     assert fenced == 1
 
 
+@pytest.mark.parametrize("mode", ["sync", "cached"])
+def test_an_operators_fence_retires_a_live_trader_and_the_other_takes_over(start_market, mode):
+    """`fence(2, 1)` from a REPL (by_epoch left at 0, as the README shows): Trader 2 is
+    alive and serving, yet it steps down at its next write, Trader 1 takes over from it as
+    from a dead one, the peers hear of it, and nothing is lost or applied twice."""
+    market = start_market(ROLES, 2, traders={"mode": mode}, **LOAD)
+    wait_until(lambda: total(market, "requests") >= 30, 30, "some trading first")
+    with market.warehouse() as w:
+        epoch = w.fence(2, 1)
+    assert isinstance(epoch, int) and epoch > 0
+    wait_until(lambda: "steps down" in trader_log(market, 2), 10, "Trader 2 to step down")
+    wait_until(lambda: "has taken over from Trader 2" in trader_log(market, 1), 10,
+               "Trader 1 to take over")
+    wait_until(lambda: peer_logs(market).count("that Trader 2 failed") >= len(clients(market)), 10,
+               "every peer to hear that Trader 2 failed")
+    wait_until(lambda: sorted(market.traders()) == [1], 10, "only Trader 1 to be registered")
+    before = total(market, "requests")
+    wait_until(lambda: total(market, "requests") >= before + 30, 30, "trading to go on")
+    market.stop_clients()
+    assert_consistent(market)
+    with contextlib.closing(sqlite3.connect(market.cfg.warehouse.db_path)) as db:
+        assert db.execute("SELECT epoch FROM fenced").fetchall() == [(epoch,)]
+
+
 def test_trading_and_a_takeover_go_on_while_the_name_server_is_frozen(start_market):
     """A stopped name server still accepts connections, and never answers. Every call to
     it has a deadline (Pyro5's locate_ns had none: callers hung for good), so peers trade
