@@ -316,9 +316,11 @@ def _validate_numbers(cfg: MarketConfig) -> None:
         ("rpc.threadpool_size", cfg.rpc.threadpool_size <= MAX_THREADPOOL,
          f"must be at most {MAX_THREADPOOL}: each connection holds a thread"),
         ("rpc.threadpool_size", cfg.rpc.threadpool_size >= len(cfg.peers) + 4,
-         "must be at least the number of peers + 4: every connected proxy holds a worker"),
+         f"must be at least {len(cfg.peers) + 4} (the {len(cfg.peers)} peers + 4), got "
+         f"{cfg.rpc.threadpool_size}: every connected proxy holds a worker"),
         ("rpc.threadpool_size", cfg.rpc.threadpool_size >= _warehouse_connections(cfg),
-         f"must be at least {_warehouse_connections(cfg)} for the warehouse: "
+         f"must be at least {_warehouse_connections(cfg)} for the warehouse, got "
+         f"{cfg.rpc.threadpool_size}: "
          f"{WAREHOUSE_CONNECTIONS_PER_TRADER} connections per live trader "
          f"({_live_traders(cfg)}, see autoscale.max_traders) + 4"),
         ("election.startup_timeout_s", cfg.election.startup_timeout_s > 0, "must be > 0"),

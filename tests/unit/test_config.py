@@ -245,7 +245,9 @@ def test_threadpool_and_detection_time_are_bounded():
 
 
 def test_threadpool_must_fit_every_peer():
-    _fails(config_dict(ROLES, rpc={"threadpool_size": 4}), r"rpc\.threadpool_size")
+    n = len(ROLES)
+    _fails(config_dict(ROLES, rpc={"threadpool_size": n + 3}),
+           rf"rpc\.threadpool_size: must be at least {n + 4} \(the {n} peers \+ 4\), got {n + 3}")
 
 
 def test_threadpool_must_fit_the_warehouse_connections_of_every_trader_that_can_live():
