@@ -20,7 +20,7 @@ pyromarket, such as a bare Pyro5 REPL, can still read it.
 __all__ = [
     "MarketError", "InvalidRequest", "UnknownProduct", "ConflictingRequest",
     "Unavailable", "FencedOut", "NotATrader", "ConfigError", "REMOTE_ERRORS",
-    "to_wire", "from_wire", "builtin_twin", "BUILTIN_TWINS", "by_name",
+    "to_wire", "from_wire", "wire_name", "builtin_twin", "BUILTIN_TWINS", "by_name",
 ]
 
 
@@ -77,10 +77,16 @@ def by_name(name: object) -> type[MarketError] | None:
     return next((cls for cls in REMOTE_ERRORS if cls.__name__ == name), None)
 
 
+def wire_name(exc: BaseException) -> str:
+    """The name both wires give `exc`: its class's, if that is a remote error class, else
+    "MarketError" (a subclass or a foreign error, which the other side could not rebuild)."""
+    name = type(exc).__name__
+    return name if by_name(name) is not None else "MarketError"
+
+
 def to_wire(exc: BaseException) -> dict:
     """An error as plain data, for a per-item failure inside a batch reply."""
-    name = type(exc).__name__ if isinstance(exc, REMOTE_ERRORS) else "MarketError"
-    return {"error": name, "message": str(exc)}
+    return {"error": wire_name(exc), "message": str(exc)}
 
 
 def from_wire(data: dict) -> MarketError:

@@ -279,9 +279,7 @@ def register_errors() -> None:
 
 
 def _error_to_dict(exc: MarketError) -> dict:
-    name, message = type(exc).__name__, str(exc)
-    if errors.by_name(name) is None:        # a subclass the wire does not know
-        name = "MarketError"
+    name, message = errors.wire_name(exc), str(exc)
     attributes = {**vars(exc), "market_error": name, "message": message}
     return {"__class__": f"builtins.{errors.builtin_twin(type(exc)).__name__}",
             "__exception__": True, "args": (f"{name}: {message}",),
