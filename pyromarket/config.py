@@ -48,6 +48,8 @@ MAX_THREADPOOL = 4_096
 # A trader's connections to the warehouse: its batch link and a pool of four for the
 # rest (trader.WarehouseLink). Each holds one of the warehouse's rpc.threadpool_size workers.
 WAREHOUSE_CONNECTIONS_PER_TRADER = 5
+# Connections every server keeps beyond those it is sized for: the launcher, a REPL and the like.
+SPARE_CONNECTIONS = 4
 # Tries at launching a replacement trader; each waits twice as long as the one before.
 MAX_LAUNCH_ATTEMPTS = 10
 # The least time a launched trader is given to register (a shorter one gives up on
@@ -283,6 +285,9 @@ def _validate_peers(cfg: MarketConfig) -> None:
 
 
 def _validate_numbers(cfg: MarketConfig) -> None:
+    pool, for_peers, for_warehouse = (cfg.rpc.threadpool_size,
+                                      len(cfg.peers) + SPARE_CONNECTIONS,
+                                      _warehouse_connections(cfg))
     checks = [
         ("traders.mode", cfg.traders.mode in MODES, f"must be one of {MODES}"),
         ("warehouse.synchronous", cfg.warehouse.synchronous in SYNC_LEVELS,
@@ -313,16 +318,15 @@ def _validate_numbers(cfg: MarketConfig) -> None:
         ("rpc.warehouse_timeout_s", 0 < cfg.rpc.warehouse_timeout_s < cfg.rpc.call_timeout_s,
          "must be > 0 and below rpc.call_timeout_s, so a trader answers before its peer gives up"),
         ("rpc.retry_backoff_s", cfg.rpc.retry_backoff_s > 0, "must be > 0"),
-        ("rpc.threadpool_size", cfg.rpc.threadpool_size <= MAX_THREADPOOL,
+        ("rpc.threadpool_size", pool <= MAX_THREADPOOL,
          f"must be at most {MAX_THREADPOOL}: each connection holds a thread"),
-        ("rpc.threadpool_size", cfg.rpc.threadpool_size >= len(cfg.peers) + 4,
-         f"must be at least {len(cfg.peers) + 4} (the {len(cfg.peers)} peers + 4), got "
-         f"{cfg.rpc.threadpool_size}: every connected proxy holds a worker"),
-        ("rpc.threadpool_size", cfg.rpc.threadpool_size >= _warehouse_connections(cfg),
-         f"must be at least {_warehouse_connections(cfg)} for the warehouse, got "
-         f"{cfg.rpc.threadpool_size}: "
+        ("rpc.threadpool_size", pool >= for_peers,
+         f"must be at least {for_peers} (the {len(cfg.peers)} peers + {SPARE_CONNECTIONS}), "
+         f"got {pool}: every connected proxy holds a worker"),
+        ("rpc.threadpool_size", pool >= for_warehouse,
+         f"must be at least {for_warehouse} for the warehouse, got {pool}: "
          f"{WAREHOUSE_CONNECTIONS_PER_TRADER} connections per live trader "
-         f"({_live_traders(cfg)}, see autoscale.max_traders) + 4"),
+         f"({_live_traders(cfg)}, see autoscale.max_traders) + {SPARE_CONNECTIONS}"),
         ("election.startup_timeout_s", cfg.election.startup_timeout_s > 0, "must be > 0"),
         ("election.message_timeout_s", cfg.election.message_timeout_s > 0, "must be > 0"),
         *_autoscale_checks(cfg),
@@ -338,9 +342,8 @@ def _live_traders(cfg: MarketConfig) -> int:
 
 
 def _warehouse_connections(cfg: MarketConfig) -> int:
-    """The connections the warehouse must accept: every live trader's, and 4 for the
-    launcher, a REPL and the like."""
-    return WAREHOUSE_CONNECTIONS_PER_TRADER * _live_traders(cfg) + 4
+    """The connections the warehouse must accept: every live trader's, and the spares."""
+    return WAREHOUSE_CONNECTIONS_PER_TRADER * _live_traders(cfg) + SPARE_CONNECTIONS
 
 
 def _autoscale_checks(cfg: MarketConfig) -> list[tuple[str, bool, str]]:
