@@ -80,8 +80,7 @@ def by_name(name: object) -> type[MarketError] | None:
 def wire_name(exc: BaseException) -> str:
     """The name both wires give `exc`: its class's, if that is a remote error class, else
     "MarketError" (a subclass or a foreign error, which the other side could not rebuild)."""
-    name = type(exc).__name__
-    return name if by_name(name) is not None else "MarketError"
+    return type(exc).__name__ if type(exc) in REMOTE_ERRORS else "MarketError"
 
 
 def to_wire(exc: BaseException) -> dict:
