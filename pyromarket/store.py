@@ -17,7 +17,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from .errors import ConflictingRequest, FencedOut, InvalidRequest, Unavailable, UnknownProduct
 from .orders import MAX_STOCK, Order
@@ -213,15 +213,14 @@ class Store:
     # --- writes (one thread) ----------------------------------------------------------
 
     def join(self, trader: int) -> int:
-        """A new, never used epoch for trader slot `trader` (a fencing token), durably."""
-        with self._write:
-            self._db.execute("BEGIN IMMEDIATE")
+        """A new, never used epoch for trader slot `trader` (a fencing token), durably.
+        Unavailable if the storage fails (nothing is granted; the trader retries)."""
+        with self._write, self._transaction():
             epoch = 1 + self._db.execute(
                 "SELECT MAX(m) FROM (SELECT COALESCE(MAX(epoch), 0) AS m FROM epochs"
                 " UNION ALL SELECT COALESCE(MAX(epoch), 0) FROM fenced)").fetchone()[0]
             self._db.execute("INSERT OR REPLACE INTO epochs (trader, epoch) VALUES (?, ?)",
                              (trader, epoch))
-            self._db.execute("COMMIT")
         return epoch
 
     def fence(self, trader: int, epoch: int | None = None,
@@ -234,7 +233,7 @@ class Store:
         cut off from each other declare each other dead at about the same time, and if
         both fences were taken no trader would be left. The check and the fence are one
         step under the write lock, so of two such traders the first to ask wins and the
-        other gets FencedOut."""
+        other gets FencedOut. Unavailable if the storage fails (nothing is fenced)."""
         with self._write:
             if by_epoch is not None and by_epoch in self._fenced:
                 raise FencedOut(f"epoch {by_epoch} was fenced itself: a trader declared dead "
@@ -245,7 +244,8 @@ class Store:
                 if row is None:
                     return None
                 epoch = row[0]
-            self._db.execute("INSERT OR IGNORE INTO fenced (epoch) VALUES (?)", (epoch,))
+            with self._transaction():
+                self._db.execute("INSERT OR IGNORE INTO fenced (epoch) VALUES (?)", (epoch,))
             self._fenced.add(epoch)
         return epoch
 
@@ -262,23 +262,30 @@ class Store:
     def _apply(self, orders: Sequence[Order], now: float) -> list[dict | Exception]:
         staged = dict(self._mirror)           # the batch's view; published after COMMIT
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            results = [self._apply_one(o, staged, now) for o in orders]
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._roll_back()
-            err = Unavailable(f"warehouse storage failed: {exc}")
+            with self._transaction():
+                results = [self._apply_one(o, staged, now) for o in orders]
+        except Unavailable as err:            # storage failed: the whole batch, retried
             return [err] * len(orders)
-        except BaseException:
-            self._roll_back()       # never leave a transaction open for the next batch
-            raise
         with self._lock:
             self._mirror = staged
         return results
 
-    def _roll_back(self) -> None:
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (the caller holds `_write`): committed when the block
+        ends, rolled back if anything fails, so the next writer never finds one left open
+        (SQLite may keep a transaction open after a failed statement). A storage failure
+        (a full or failing disk) comes out as Unavailable, which a trader retries."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise Unavailable(f"warehouse storage failed: {exc}") from exc
+            raise
 
     def close(self) -> None:
         for conn in self._readers:

@@ -152,6 +152,25 @@ def test_a_full_database_refuses_the_batch_loses_nothing_and_recovers(store):
     assert len(store.ledger()) == 51
 
 
+def test_join_and_fence_on_storage_that_refuses_writes_are_unavailable_and_change_nothing(
+        store):
+    """The warehouse's other writes fail as a batch does when the storage refuses
+    (query_only stands in for a read-only or failing disk): Unavailable, which a trader
+    retries, nothing granted or fenced, and no transaction left open. Before, SQLite's
+    own error reached the trader as an internal error, which it did not retry."""
+    e1 = store.join(1)
+    store._db.execute("PRAGMA query_only = 1")
+    with pytest.raises(Unavailable, match="warehouse storage failed: attempt to write"):
+        store.join(2)
+    with pytest.raises(Unavailable, match="warehouse storage failed: attempt to write"):
+        store.fence(1)
+    assert not store._db.in_transaction and not store.is_fenced(e1)
+    assert store._db.execute("SELECT trader FROM epochs").fetchall() == [(1,)]
+    store._db.execute("PRAGMA query_only = 0")
+    assert store.join(2) > e1
+    assert store.fence(1) == e1 and store.is_fenced(e1)
+
+
 def test_a_non_sqlite_failure_rolls_back_and_leaves_no_transaction_open(store, monkeypatch):
     real = store._apply_one
 
