@@ -238,13 +238,13 @@ class Store:
             if by_epoch is not None and by_epoch in self._fenced:
                 raise FencedOut(f"epoch {by_epoch} was fenced itself: a trader declared dead "
                                 f"cannot fence another")
-            if epoch is None:
-                row = self._db.execute("SELECT epoch FROM epochs WHERE trader = ?",
-                                       (trader,)).fetchone()
-                if row is None:
-                    return None
-                epoch = row[0]
             with self._transaction():
+                if epoch is None:
+                    row = self._db.execute("SELECT epoch FROM epochs WHERE trader = ?",
+                                           (trader,)).fetchone()
+                    if row is None:
+                        return None
+                    epoch = row[0]
                 self._db.execute("INSERT OR IGNORE INTO fenced (epoch) VALUES (?)", (epoch,))
             self._fenced.add(epoch)
         return epoch
