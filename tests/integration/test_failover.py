@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 import signal
 import sqlite3
 import time
@@ -200,6 +201,41 @@ def test_a_paused_warehouse_costs_time_and_no_order(start_market, mode):
     assert sorted(market.traders()) == [1, 2]
     for n in (1, 2):
         assert "declares it dead" not in trader_log(market, n)
+
+
+def test_storage_that_refuses_every_write_pauses_trading_and_loses_nothing(start_market):
+    """A full or failing disk under a trading market, with no privilege needed: the
+    warehouse's file-size limit (RLIMIT_FSIZE) set to 0, so every write to its database
+    and its event log fails (SQLite: "disk I/O error"; Python ignores SIGXFSZ). Each
+    batch fails whole as a retryable Unavailable and commits nothing; peers retry with
+    the same ids. With the limit lifted trading resumes: nothing lost, doubled or
+    abandoned, the warehouse never exited, and its log says how many lines it lost."""
+    market = start_market(ROLES, 2, **LOAD)
+    wait_until(lambda: total(market, "shipped") + total(market, "stocked") >= 30, 30, "trading")
+    warehouse = market.services["warehouse"]
+    limit = resource.prlimit(warehouse.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(warehouse.pid, resource.RLIMIT_FSIZE, (0, limit[1]))
+    try:
+        wait_until(lambda: "warehouse storage failed" in peer_logs(market), 30,
+                   "a peer to be told that the warehouse's storage failed")
+        with market.warehouse() as w:
+            committed = w.stats()["last_seq"]
+            retries = total(market, "retries")
+            wait_until(lambda: total(market, "retries") >= retries + 10, 30,
+                       "peers to retry while no write gets through")
+            assert w.stats()["last_seq"] == committed          # nothing was committed
+    finally:
+        resource.prlimit(warehouse.pid, resource.RLIMIT_FSIZE, limit)
+    done = total(market, "shipped") + total(market, "stocked")
+    wait_until(lambda: total(market, "shipped") + total(market, "stocked") >= done + 30, 30,
+               "trading to resume once writes get through")
+    wait_until(lambda: "events of this log were not written: File too large" in
+               (Path(market.run_dir) / "warehouse.txt").read_text(), 5,
+               "the warehouse's log to say how many lines the disk refused")
+    assert market.crashed() == []
+    market.stop_clients()
+    assert_consistent(market)
+    assert sorted(market.traders()) == [1, 2]
 
 
 @pytest.mark.slow
