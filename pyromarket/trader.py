@@ -250,6 +250,11 @@ class Trader:
             self._count(failed=1)
             self._log(f"{self._name} could not serve {who}'s request {rid}: {exc}")
             raise
+        except MarketError as exc:     # the warehouse's refusal: a reused id, a stock cap
+            self._count(refused=1)
+            self._log(f"{self._name} told {who} that the warehouse refused its {kind} "
+                      f"request {rid}: {exc}")
+            raise
         self._count(**{reply["outcome"]: 1})
         self._log(_informed(self._name, who, order, reply))
         return {**reply, "trader": self.index}

@@ -70,6 +70,11 @@ def test_replayed_request_ships_nothing_twice_even_through_another_trader(start_
             t2.sell("fish", 2, "replay-1")
         assert w.lookup("fish")["stock"] == before - 2
         assert w.stats()["replayed"] == 1
+        assert t1.stats()["refused"] == t2.stats()["refused"] == 1   # counted where refused
+    for n, kind in ((1, "buy"), (2, "sell")):       # and logged: each refusal is an event
+        log = Path(market.run_dir) / f"trader-{n}.txt"
+        wait_until(lambda: f"the warehouse refused its {kind} request replay-1" in
+                   log.read_text(encoding="utf-8"), 10, f"trader {n} to log the refusal")
 
 
 BAD_CALLS = [
