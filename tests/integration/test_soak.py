@@ -36,8 +36,29 @@ def served(market) -> int:
     return sum(total(market, key) for key in ("shipped", "stocked", "unavailable"))
 
 
+def two_settled_traders(market) -> None:
+    """Wait until the same two traders have answered for two detection windows. Just
+    after a pause a trader may still be declared dead, and a fault picked meanwhile can
+    leave no survivor to take over, which is not what this test asks. (Seen once: the
+    test paused Trader 2 midway through its takeover from a Trader 1 just woken from a
+    pause; Trader 1 found itself fenced and stepped down, and no trader was left to
+    replace Trader 2 until it woke.)"""
+    hb = market.cfg.heartbeat
+    settle_s = 2 * (hb.misses * hb.interval_s + hb.timeout_s)
+    seen = {"traders": None, "since": 0.0}
+
+    def settled() -> bool:
+        traders = market.traders() if len(trader_stats(market)) == 2 else None
+        now = time.monotonic()
+        if traders is None or traders != seen["traders"]:
+            seen.update(traders=traders, since=now)
+            return False
+        return now - seen["since"] >= settle_s
+    wait_until(settled, 60, f"the same two traders to answer for {settle_s:.1f} s")
+
+
 def kill_a_trader(market, rng) -> None:
-    wait_until(lambda: len(trader_stats(market)) == 2, 60, "two live traders")
+    two_settled_traders(market)
     n = rng.choice(sorted(market.traders()))
     kill_and_await_replacement(market, n, trader_pid(market, n), timeout_s=30.0)
 
@@ -60,7 +81,7 @@ def pause_the_warehouse(market, rng) -> None:
 def pause_a_trader(market, rng) -> None:
     """SIGSTOP a trader: briefly (it may be declared dead or not), or until a replacement
     serves (it was fenced, and steps down when it wakes)."""
-    wait_until(lambda: len(trader_stats(market)) == 2, 60, "two live traders")
+    two_settled_traders(market)
     n = rng.choice(sorted(market.traders()))
     uri, pid = market.traders()[n], trader_pid(market, n)
     os.kill(pid, signal.SIGSTOP)
