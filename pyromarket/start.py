@@ -28,7 +28,7 @@ from .runtime import RENEW_NAME_S
 from .status import StatusLine, format_rate, format_status
 from .store import DatabaseInUse, check_database_file, lock_database
 
-__all__ = ["main", "summarize", "format_summary", "MAX_NAMESERVER_RESTARTS"]
+__all__ = ["main", "summarize", "format_summary", "trader_exit_note", "MAX_NAMESERVER_RESTARTS"]
 
 MAX_NAMESERVER_RESTARTS = 5     # a name server that keeps exiting ends the run instead
 STATUS_POLL_S = 1.0             # the status line asks the warehouse this often (and waits no longer)
@@ -156,6 +156,27 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def trader_exit_note(name: str, left: int | None) -> str:
+    """What the launcher says when trader process `name` exits; `left` counts the trader
+    processes still running (None: it cannot know, as with replicas on EC2)."""
+    if left == 0:
+        return (f"trader process {name} exited, and no trader is left: buyers and sellers "
+                f"keep retrying their requests, but nothing trades for the rest of this run "
+                f"(only a live trader launches replacements)")
+    return f"trader process {name} exited; its survivors take over"
+
+
+def _traders_left(market: Market) -> int | None:
+    """Trader processes still running: elected peers (some may have stepped down) and
+    replicas launched on this machine; None if replicas may run elsewhere."""
+    scale = market.cfg.autoscale
+    if scale.enabled and scale.launcher != "local":
+        return None
+    elected = [s for n, s in market.services.items()
+               if n in {f"peer-{p}" for p in market.trader_peers} and s.running]
+    return len(elected) + len(market.replicas())
+
+
 def _trade(market: Market, duration: float | None, progress: _Progress) -> float:
     """Wait out the trading window, drawing `progress`; return its length. Raises if a
     child other than a trader or the name server exited (a trader may fail: its survivors
@@ -165,7 +186,7 @@ def _trade(market: Market, duration: float | None, progress: _Progress) -> float
         time.sleep(0.2)
         for name in set(market.crashed()) - set(market.crashed(include_traders=False)) - reported:
             reported.add(name)
-            progress.say(f"trader process {name} exited; its survivors take over")
+            progress.say(trader_exit_note(name, _traders_left(market)))
         if ("nameserver" in market.crashed(include_traders=False)
                 and revived < MAX_NAMESERVER_RESTARTS and market.revive_nameserver()):
             revived += 1

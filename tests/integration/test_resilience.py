@@ -242,6 +242,24 @@ def test_a_crashed_child_stops_the_market_with_an_error(make_config, tmp_path):
     assert_all_gone(kids.values())
 
 
+def test_a_market_whose_every_trader_exits_says_so_and_still_stops_cleanly(make_config,
+                                                                          tmp_path):
+    """With no trader left (and none to launch a replacement), the launcher says that
+    nothing trades any more, instead of "its survivors take over"; it still runs out its
+    duration, prints the summary and stops every child."""
+    with trading_launcher(make_config, tmp_path, "--duration", "8") as (proc, kids):
+        traders = [pid for role, pid in kids.items() if role in ("pyromarket.peer:4",
+                                                                 "pyromarket.peer:5")]
+        assert len(traders) == 2                  # peers 4 and 5 hold the highest ids
+        for pid in traders:
+            os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "no trader is left" in out and "goods shipped:" in out, out
+    assert out.count("trader process peer-") == 2
+    assert_all_gone(kids.values())
+
+
 def _names(ns_port: int) -> set[str]:
     """The market's names bound now; empty while the name server does not answer."""
     with contextlib.suppress(rpc.Unavailable):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pyromarket.start import format_summary, gone_traders, main
+from pyromarket.start import format_summary, gone_traders, main, trader_exit_note
 from pyromarket.status import format_status
 from pyromarket.trader import STAT_KEYS
 
@@ -81,3 +81,10 @@ def test_a_duration_that_is_not_a_finite_positive_number_is_refused_before_anyth
         main([f"--duration={duration}"])
     assert stop.value.code == 2
     assert "--duration must be a finite number of seconds > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("left", [1, None], ids=["one left", "replicas elsewhere"])
+def test_a_trader_exit_promises_a_takeover_only_while_a_trader_may_be_left(left):
+    assert trader_exit_note("peer-6", left).endswith("its survivors take over")
+    last = trader_exit_note("peer-6", 0)
+    assert "no trader is left" in last and "survivors" not in last
