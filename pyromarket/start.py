@@ -172,9 +172,8 @@ def _traders_left(market: Market) -> int | None:
     scale = market.cfg.autoscale
     if scale.enabled and scale.launcher != "local":
         return None
-    elected = [s for n, s in market.services.items()
-               if n in {f"peer-{p}" for p in market.trader_peers} and s.running]
-    return len(elected) + len(market.replicas())
+    elected = sum(market.services[f"peer-{p}"].running for p in market.trader_peers)
+    return elected + len(market.replicas())
 
 
 def _trade(market: Market, duration: float | None, progress: _Progress) -> float:
