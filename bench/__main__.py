@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import signal
 import sys
 import time
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         config.load(args.config)
     except config.ConfigError as exc:
         parser.error(str(exc))
+    problem = _unwritable(args.out or harness.RESULTS)
+    if problem:
+        parser.error(f"--out {args.out or harness.RESULTS}: {problem}")
     harness.BASE_CONFIG = args.config.resolve()
     try:
         if args.experiment != "all":
@@ -85,6 +89,19 @@ def main(argv: list[str] | None = None) -> int:
             print("bench: its output was closed; every process it started is stopped",
                   file=sys.stderr, flush=True)
         return 1
+
+
+def _unwritable(root: Path) -> str | None:
+    """Why results cannot be written under `root` (made if missing), or None if they can."""
+    if root.exists() and not root.is_dir():
+        return "exists and is not a folder"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot make the results folder ({exc.strerror or exc})"
+    if not os.access(root, os.W_OK | os.X_OK):
+        return "this user cannot write there"
+    return None
 
 
 def run_all(args) -> int:

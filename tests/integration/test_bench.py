@@ -70,6 +70,17 @@ def test_bad_arguments_are_refused_before_anything_starts(tmp_path, args):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "results"):
+        done = subprocess.run([sys.executable, "-m", "bench", "core", "--out", str(out)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and f"error: --out {out}: " in done.stderr
+        assert "Traceback" not in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
 def test_ctrl_c_held_down_stops_every_process_and_says_so(tmp_path):
     """Ctrl-C as in a terminal (SIGINT at its default) in the middle of a run, sent every
     50 ms until bench exits, so some land while it stops its children."""
