@@ -128,7 +128,7 @@ def format_summary(s: dict) -> str:
         lines.append(f"trader {n} ({host}, {t['mode']}): {_count(t['requests'], 'request')} "
                      f"({_count(t['buys'], 'buy')}, {_count(t['sells'], 'sell')}; "
                      f"{t['shipped']} shipped, {t['unavailable']} unavailable, "
-                     f"{t['local_denials']} denied from cache, {t['refused']} refused as invalid)")
+                     f"{t['local_denials']} denied from cache, {t['refused']} refused with an error)")
     for n in s.get("gone", ()):
         lines.append(f"trader {n}: gone before the end (failed, or fenced and retired); the "
                      f"over- and under-sells below leave out what it served")

@@ -20,7 +20,7 @@ def test_a_trader_line_counts_refused_requests_and_uses_plurals_right():
     text = format_summary(_summary(requests=3, buys=1, sells=0, shipped=1, refused=2))
     line = next(ln for ln in text.splitlines() if ln.startswith("trader 1"))
     assert line == ("trader 1 (peer 6, sync): 3 requests (1 buy, 0 sells; 1 shipped, "
-                    "0 unavailable, 0 denied from cache, 2 refused as invalid)")
+                    "0 unavailable, 0 denied from cache, 2 refused with an error)")
 
 
 def test_a_trader_gone_before_the_end_is_named_not_dropped():
