@@ -50,24 +50,32 @@ class LocalLauncher:
     """Starts replicas as processes on this machine, each pinned to a core of its own and
     in its own session, with a pid file under the run folder so the market can stop them."""
 
-    def __init__(self, config_path: str, run_dir: str):
+    def __init__(self, config_path: str, run_dir: str, env: dict[str, str] | None = None):
+        """`env`: the replicas' environment (default: this process's), e.g. to name the
+        market launcher's pid for them to watch (replica.OWNER_ENV)."""
         self.config_path, self.run_dir = os.path.abspath(config_path), os.path.abspath(run_dir)
+        self._env = env
         self._procs: list[tuple[int, subprocess.Popen]] = []     # (trader n, its process)
 
     def launch(self, index: int) -> str:
-        """Start `python -m pyromarket.replica` for trader `index` (in its own session, pinned
-        to its core); returns "pid <n>" for the log."""
+        """Start trader `index` (see `start`); returns "pid <n>" for the log."""
+        return f"pid {self.start(index).pid}"
+
+    def start(self, index: int) -> subprocess.Popen:
+        """Start `python -m pyromarket.replica` for trader `index`, in its own session and
+        pinned to its core, and write its pid file; returns its process."""
         argv = python_module("pyromarket.replica", "--config", self.config_path, "--run-dir",
                              self.run_dir, "--index", str(index),
                              "--core", str(runtime.trader_core(index)))
         os.makedirs(os.path.join(self.run_dir, REPLICA_DIR), exist_ok=True)
         with open(os.path.join(self.run_dir, f"replica-{index}.out"), "ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env=self._env)
         with open(os.path.join(self.run_dir, REPLICA_DIR, f"{proc.pid}.pid"), "w") as fh:
             fh.write(f"{index}\n")
         self._procs.append((index, proc))
-        return f"pid {proc.pid}"
+        return proc
 
     def stop(self, index: int, grace_s: float = 3.0) -> None:
         self._stop([p for n, p in self._procs if n == index], grace_s)

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from . import audit, config, rpc
 from .errors import Unavailable
-from .launcher import replica_pids
+from .launcher import LocalLauncher, replica_pids
 from .process import (Service, address_problem, bind_error_words, port_in_use, python_module,
                       stop_all, stop_pids, wait_until)
 from .replica import OWNER_ENV
@@ -38,6 +38,7 @@ class Market:
         self.trader_peers: set[int] = set()     # peer ids elected as traders
         self.baseline: dict | None = None       # warehouse state before any peer ran
         self._local = threading.local()         # one name-server proxy per thread
+        self._launcher: LocalLauncher | None = None     # traders this Market launched itself
         ns = cfg.nameserver
         self._warehouse_at = rpc.Resolver(ns.host, ns.port, rpc.WAREHOUSE_NAME)
 
@@ -84,11 +85,20 @@ class Market:
             stop_all(phase)
             if i == 1:
                 stop_pids(replica_pids(self.run_dir))    # launched traders, wherever from
+                if self._launcher is not None:
+                    self._launcher.close()               # reap the ones it launched
         self._drop_ns()
 
     def replicas(self) -> list[int]:
         """Pids of the trader replicas launched on this machine for this run, still alive."""
         return replica_pids(self.run_dir)
+
+    def launch_trader(self, index: int) -> int:
+        """Start trader `index` as a replica on this machine (as a coordinator would), one
+        that watches this process and is stopped with this Market; returns its pid."""
+        if self._launcher is None:
+            self._launcher = LocalLauncher(self.config_path, self.run_dir, self._child_env())
+        return self._launcher.start(index).pid
 
     def stop_clients(self) -> None:
         """Stop the buyers and sellers (they finish their in-flight requests); keep the rest."""
@@ -215,11 +225,14 @@ class Market:
         if old is not None:
             old.stop()
         argv = python_module(module, "--config", self.config_path, "--run-dir", self.run_dir, *extra)
-        env = {**os.environ, OWNER_ENV: str(os.getpid())}      # replicas watch this pid
         service = Service(name, argv, ready, output_path=os.path.join(self.run_dir, f"{name}.out"),
-                          env=env)
+                          env=self._child_env())
         self.services[name] = service
         return service.start() if wait else service.launch()
+
+    @staticmethod
+    def _child_env() -> dict[str, str]:
+        return {**os.environ, OWNER_ENV: str(os.getpid())}      # replicas watch this pid
 
     def _snapshot(self) -> dict:
         with rpc.translated("warehouse"), self.warehouse() as w:

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,6 +22,7 @@ from pyromarket.process import wait_until
 from pyromarket.store import Store
 from tests.integration.conftest import (assert_all_gone, ctrl_c_as_in_a_terminal, group_alive,
                                         hold_ctrl_c)
+from tests.integration.test_failover import assert_consistent
 
 ROLES = ["buyer", "buyer", "seller", "buyer", "seller"]
 
@@ -79,9 +81,9 @@ def _wait_trading(proc, deadline_s=60) -> str:
 
 
 @contextlib.contextmanager
-def trading_launcher(make_config, tmp_path, *extra):
+def trading_launcher(make_config, tmp_path, *extra, n_traders=2, **sections):
     """A launcher run as a user would, once it is trading: yields (process, children)."""
-    _cfg, path = make_config(ROLES, 2)
+    _cfg, path = make_config(ROLES, n_traders, **sections)
     proc = subprocess.Popen([sys.executable, "-m", "pyromarket.start", "--config", path,
                              "--run-dir", str(tmp_path / "run"), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -258,6 +260,38 @@ def test_a_market_whose_every_trader_exits_says_so_and_still_stops_cleanly(make_
     assert "no trader is left" in out and "goods shipped:" in out, out
     assert out.count("trader process peer-") == 2
     assert_all_gone(kids.values())
+
+
+def test_when_no_trader_is_left_the_launcher_starts_one_again_and_nothing_is_lost(
+        make_config, tmp_path):
+    """With autoscaling replacing failed traders, a survivor replaces a dead trader, but a
+    lone trader has none. Killed with -9, the launcher starts Trader 1 again as a replica,
+    which serves the requests the peers retry, and the run ends with nothing lost,
+    doubled or left behind (before, nothing traded for the rest of the run)."""
+    sections = dict(autoscale={"enabled": True, "window_s": 2.0, "threshold": 10**6,
+                               "replace_failed": True},
+                    buyers={"pace_s": 0.01, "max_qty": 2},
+                    sellers={"goods_per_period": 2, "period_s": 0.2},
+                    rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0})
+    served = lambda: (tmp_path / "run" / "trader-1.txt").read_text().count("Trader 1 informed")
+    with trading_launcher(make_config, tmp_path, "--duration", "12", n_traders=1,
+                          **sections) as (proc, kids):
+        os.kill(kids["pyromarket.peer:5"], signal.SIGKILL)          # the only trader
+        seen, end = "", time.monotonic() + 20
+        while "started Trader 1 again" not in seen:
+            assert time.monotonic() < end and proc.poll() is None, seen + proc.stderr.read()
+            seen += proc.stdout.readline()
+        relaunched = int(seen.split("started Trader 1 again (pid ")[1].split(";")[0])
+        before = served()
+        wait_until(lambda: served() >= before + 20, 20, "the relaunched Trader 1 to serve")
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "no trader is left" in seen and "nothing trades" not in seen + out, seen + out
+    assert seen.count("started Trader 1 again") + out.count("started Trader 1 again") == 1
+    assert "trader 1 (a replica, sync)" in out and "conservation per product: ok" in out, out
+    assert_all_gone([*kids.values(), relaunched])
+    cfg = config.load(str(tmp_path / "market.yaml"))
+    assert_consistent(SimpleNamespace(cfg=cfg, run_dir=str(tmp_path / "run")))
 
 
 def _names(ns_port: int) -> set[str]:

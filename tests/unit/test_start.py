@@ -1,8 +1,11 @@
 """The launcher's summary text and argument checks: pure, no market."""
 
+from types import SimpleNamespace
+
 import pytest
 
-from pyromarket.start import format_summary, gone_traders, main, trader_exit_note
+from pyromarket.start import (MAX_TRADER_RELAUNCHES, Relauncher, format_summary, gone_traders,
+                              main, trader_exit_note)
 from pyromarket.status import format_status
 from pyromarket.trader import STAT_KEYS
 
@@ -88,3 +91,53 @@ def test_a_trader_exit_promises_a_takeover_only_while_a_trader_may_be_left(left)
     assert trader_exit_note("peer-6", left).endswith("its survivors take over")
     last = trader_exit_note("peer-6", 0)
     assert "no trader is left" in last and "survivors" not in last
+    assert "nothing trades" in last
+    relaunched = trader_exit_note("peer-6", 0, relaunching=True)
+    assert "no trader is left" in relaunched and "nothing trades" not in relaunched
+
+
+class _FakeMarket:
+    """What `Relauncher` looks at: the config, the elected traders' services, the
+    replicas' pids; `launch_trader` records its calls and adds a live replica."""
+
+    def __init__(self, cfg, elected_running: bool):
+        self.cfg, self.trader_peers = cfg, {5}
+        self.services = {"peer-5": SimpleNamespace(running=elected_running)}
+        self.live_replicas: list[int] = []
+        self.launched: list[int] = []
+
+    def replicas(self) -> list[int]:
+        return list(self.live_replicas)
+
+    def launch_trader(self, index: int) -> int:
+        self.launched.append(index)
+        self.live_replicas.append(1000 + len(self.launched))
+        return self.live_replicas[-1]
+
+
+def _autoscaling(**overrides):
+    return SimpleNamespace(autoscale=SimpleNamespace(
+        **{"enabled": True, "replace_failed": True, "launcher": "local", **overrides}))
+
+
+def test_the_launcher_starts_trader_1_again_only_when_no_trader_process_is_left():
+    market = _FakeMarket(_autoscaling(), elected_running=True)
+    relauncher = Relauncher(market)
+    assert relauncher.check() is None and market.launched == []       # one is left
+    market.services["peer-5"].running = False
+    said = relauncher.check()
+    assert market.launched == [1] and "started Trader 1 again (pid 1001; 1 of at most" in said
+    assert relauncher.check() is None and market.launched == [1]      # its replica lives
+    said = []
+    for _ in range(2 * MAX_TRADER_RELAUNCHES):                         # each one dies at once
+        market.live_replicas.clear()
+        said.append(relauncher.check())
+    assert market.launched == [1] * MAX_TRADER_RELAUNCHES
+    assert sum("nothing trades" in (line or "") for line in said) == 1   # said once
+
+
+@pytest.mark.parametrize("overrides", [{"enabled": False}, {"replace_failed": False},
+                                       {"launcher": "ec2"}])
+def test_the_launcher_relaunches_only_when_the_config_replaces_failed_local_traders(overrides):
+    assert Relauncher.wanted(_autoscaling())
+    assert not Relauncher.wanted(_autoscaling(**overrides))
