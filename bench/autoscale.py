@@ -181,17 +181,28 @@ def run(args) -> dict:
         "window_s": WINDOW_S, "threshold": threshold, "steps": steps, "step_s": STEP_S,
         "hold_s": hold_s,
         "config": _config(out / "cfg", threshold), "summary": summary})
+    _print(summary, reps, out)
+    return summary
+
+
+def _print(summary: dict, reps: int, out: Path) -> None:
+    """The summary in a few lines. Every figure may be missing (None): no scale-out, a
+    launched trader that never answered, no requests before it."""
+    def fig(key: str, spec: str) -> str:
+        value = summary[key]
+        return "-" if value is None else f"{value:{spec}}"
     if summary["decided_s"] is None:
         print("no scale-out happened: the load never passed the threshold on this machine")
     else:
-        print(f"scale-out decided {summary['decided_s']:.1f} s in, with "
-              f"{summary['clients_when_decided']} clients; trader 2 answered "
-              f"{summary['launch_to_serving_s']:.2f} s after the decision")
-        print(f"requests answered/s: one trader {summary['before_req_per_s']:.0f}, two traders "
-              f"{summary['after_req_per_s']:.0f} (after/before {summary['after_over_before']:.2f}; "
+        n = summary["clients_when_decided"]
+        joined = ("trader 2 never answered" if summary["launch_to_serving_s"] is None else
+                  f"trader 2 answered {fig('launch_to_serving_s', '.2f')} s after the decision")
+        print(f"scale-out decided {fig('decided_s', '.1f')} s in, with {n:g} "
+              f"client{'' if n == 1 else 's'}; {joined}")
+        print(f"requests answered/s: one trader {fig('before_req_per_s', '.0f')}, two traders "
+              f"{fig('after_req_per_s', '.0f')} (after/before {fig('after_over_before', '.2f')}; "
               f"medians of {reps})")
-    for c, v in by_clients.items():
-        print(f"  {c} client(s): {v['req_per_s']:.0f} requests/s, up to "
-              f"{v['traders_serving']} trader(s) serving")
+    for c, v in summary["by_clients"].items():
+        print(f"  {c} client{'' if c == 1 else 's'}: {v['req_per_s']:.0f} requests/s, up to "
+              f"{v['traders_serving']} trader{'' if v['traders_serving'] == 1 else 's'} serving")
     print(f"results: {out}")
-    return summary

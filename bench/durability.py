@@ -76,9 +76,15 @@ def run(args) -> dict:
         "clients": clients, "warmup_s": warmup_s, "duration_s": duration_s,
         "configs": {f"{s}-{b}": _config(out / "cfg", s, b) for s, b in settings},
         "summary": summary})
+    _print(summary, out)
+    return summary
+
+
+def _print(summary: dict, out: Path) -> None:
+    """The summary as a table; medians of an even number of runs are rounded (3.99, not
+    3.9939999999999998)."""
     print(f"{'setting':>12} {'orders/s':>9} {'per commit':>10} {'p50 ms':>7} {'p99 ms':>7} {'÷ FULL+group':>12}")
     for k, s in summary.items():
-        print(f"{k:>12} {s['rate_per_s']:>9.0f} {s['orders_per_commit']:>10} {s['p50_ms']:>7} "
-              f"{s['p99_ms']:>7} {s['over_full_group']:>12}")
+        print(f"{k:>12} {s['rate_per_s']:>9.0f} {s['orders_per_commit']:>10.2f} {s['p50_ms']:>7.2f} "
+              f"{s['p99_ms']:>7.2f} {s['over_full_group'] if s['over_full_group'] is not None else '-':>12}")
     print(f"results and figure: {out}")
-    return summary
