@@ -26,11 +26,13 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def ctrl_c_as_in_a_terminal() -> None:
-    """A Popen preexec_fn: SIGINT at its default, as in a terminal. A shell without job
-    control starts background jobs with SIGINT ignored, which would otherwise reach the
-    child through pytest, and then Python installs no KeyboardInterrupt handler."""
+def signals_as_in_a_terminal() -> None:
+    """A Popen preexec_fn: SIGINT and SIGHUP at their defaults, as in a terminal. A shell
+    without job control starts background jobs with SIGINT ignored, and `nohup` ignores
+    SIGHUP; either would otherwise reach the child through pytest, and then Python
+    installs no KeyboardInterrupt handler, or a hang-up is not one."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def hold_ctrl_c(proc, within_s: float = 60.0) -> None:

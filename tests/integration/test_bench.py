@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from pyromarket.process import wait_until
-from tests.integration.conftest import assert_all_gone, ctrl_c_as_in_a_terminal, hold_ctrl_c
+from tests.integration.conftest import assert_all_gone, signals_as_in_a_terminal, hold_ctrl_c
 
 
 def _quick(tmp_path, experiment: str):
@@ -89,7 +89,7 @@ def test_ctrl_c_held_down_stops_every_process_and_says_so(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "bench", "core", "--quick", "--out",
                                  str(tmp_path)], stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True,
-                                preexec_fn=ctrl_c_as_in_a_terminal)
+                                preexec_fn=signals_as_in_a_terminal)
     try:
         wait_until(lambda: " 1/8 " in err_path.read_text(), 120, "the first measurement")
         with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:

@@ -20,7 +20,7 @@ import pytest
 from pyromarket import config, rpc
 from pyromarket.process import wait_until
 from pyromarket.store import Store
-from tests.integration.conftest import (assert_all_gone, ctrl_c_as_in_a_terminal, group_alive,
+from tests.integration.conftest import (assert_all_gone, signals_as_in_a_terminal, group_alive,
                                         hold_ctrl_c)
 from tests.integration.test_failover import assert_consistent
 
@@ -87,7 +87,7 @@ def trading_launcher(make_config, tmp_path, *extra, n_traders=2, **sections):
     proc = subprocess.Popen([sys.executable, "-m", "pyromarket.start", "--config", path,
                              "--run-dir", str(tmp_path / "run"), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=ctrl_c_as_in_a_terminal)
+                            start_new_session=True, preexec_fn=signals_as_in_a_terminal)
     try:
         _wait_trading(proc)
         yield proc, _children(proc.pid)
