@@ -189,8 +189,7 @@ def _print(summary: dict, reps: int, out: Path) -> None:
     """The summary in a few lines. Every figure may be missing (None): no scale-out, a
     launched trader that never answered, no requests before it."""
     def fig(key: str, spec: str) -> str:
-        value = summary[key]
-        return "-" if value is None else f"{value:{spec}}"
+        return harness.shown(summary[key], spec)
     if summary["decided_s"] is None:
         print("no scale-out happened: the load never passed the threshold on this machine")
     else:
@@ -201,7 +200,7 @@ def _print(summary: dict, reps: int, out: Path) -> None:
               f"client{'' if n == 1 else 's'}; {joined}")
         print(f"requests answered/s: one trader {fig('before_req_per_s', '.0f')}, two traders "
               f"{fig('after_req_per_s', '.0f')} (after/before {fig('after_over_before', '.2f')}; "
-              f"medians of {reps})")
+              f"{harness.over_runs(reps)})")
     for c, v in summary["by_clients"].items():
         print(f"  {c} client{'' if c == 1 else 's'}: {v['req_per_s']:.0f} requests/s, up to "
               f"{v['traders_serving']} trader{'' if v['traders_serving'] == 1 else 's'} serving")

@@ -86,5 +86,5 @@ def _print(summary: dict, out: Path) -> None:
     print(f"{'setting':>12} {'orders/s':>9} {'per commit':>10} {'p50 ms':>7} {'p99 ms':>7} {'÷ FULL+group':>12}")
     for k, s in summary.items():
         print(f"{k:>12} {s['rate_per_s']:>9.0f} {s['orders_per_commit']:>10.2f} {s['p50_ms']:>7.2f} "
-              f"{s['p99_ms']:>7.2f} {s['over_full_group'] if s['over_full_group'] is not None else '-':>12}")
+              f"{s['p99_ms']:>7.2f} {harness.shown(s['over_full_group']):>12}")
     print(f"results and figure: {out}")

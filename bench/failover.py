@@ -112,10 +112,7 @@ def run(args) -> dict:
         series += [{"rep": rep, **p} for p in res.pop("series")]
         rows.append({"rep": rep, **res, "alone_per_s": alone,
                      "after_over_alone": round(res["after_per_s"] / alone, 3) if alone else None})
-    summary = {k: statistics.median(r[k] for r in rows if r[k] is not None)
-               for k in ("before_per_s", "after_per_s", "alone_per_s", "detection_s",
-                         "longest_gap_s", "longest_client_gap_s", "after_over_alone")}
-    summary["after_over_before"] = round(summary["after_per_s"] / summary["before_per_s"], 3)
+    summary = _summarize(rows)
     harness.write_csv(out / "results.csv", rows)
     harness.write_csv(out / "series.csv", series)
     plots.failover_series(series, statistics.median(r["killed_at_s"] for r in rows),
@@ -124,11 +121,33 @@ def run(args) -> dict:
         "experiment": "failover", "machine": harness.machine_note(out), "reps": reps,
         "warm_s": warm_s, "after_s": after_s, "settle_s": settle_s,
         "config": _config(out / "cfg", 2), "summary": summary})
-    print(f"shipped/s before {summary['before_per_s']:.0f}, after {summary['after_per_s']:.0f} "
-          f"(after/before {summary['after_over_before']:.2f}); one trader alone "
-          f"{summary['alone_per_s']:.0f} (after/alone {summary['after_over_alone']:.2f})")
-    print(f"detection {summary['detection_s']:.3f} s; longest gap between any shipments "
-          f"{summary['longest_gap_s']:.3f} s; longest a single buyer waited "
-          f"{summary['longest_client_gap_s']:.3f} s (medians of {reps} runs)")
-    print(f"results: {out}")
+    _print(summary, reps, out)
     return summary
+
+
+def _summarize(rows: list[dict]) -> dict:
+    """Medians over the repetitions. A figure no repetition has is None: a kill the
+    survivor never declared (no detection time), a market that shipped nothing."""
+    summary = {}
+    for k in ("before_per_s", "after_per_s", "alone_per_s", "detection_s", "longest_gap_s",
+              "longest_client_gap_s", "after_over_alone"):
+        values = [r[k] for r in rows if r[k] is not None]
+        summary[k] = statistics.median(values) if values else None
+    before, after = summary["before_per_s"], summary["after_per_s"]
+    summary["after_over_before"] = (round(after / before, 3) if before and after is not None
+                                    else None)
+    return summary
+
+
+def _print(summary: dict, reps: int, out: Path) -> None:
+    def fig(key: str, spec: str) -> str:
+        return harness.shown(summary[key], spec)
+    detected = ("the kill was never detected" if summary["detection_s"] is None
+                else f"detection {fig('detection_s', '.3f')} s")
+    print(f"shipped/s before {fig('before_per_s', '.0f')}, after {fig('after_per_s', '.0f')} "
+          f"(after/before {fig('after_over_before', '.2f')}); one trader alone "
+          f"{fig('alone_per_s', '.0f')} (after/alone {fig('after_over_alone', '.2f')})")
+    print(f"{detected}; longest gap between any shipments {fig('longest_gap_s', '.3f')} s; "
+          f"longest a single buyer waited {fig('longest_client_gap_s', '.3f')} s "
+          f"({harness.over_runs(reps)})")
+    print(f"results: {out}")

@@ -199,3 +199,15 @@ def aggregate(results: Iterable[dict], duration_s: float) -> dict:
             "p50_ms": max(r["p50_ms"] for r in results),
             "p90_ms": max(r.get("p90_ms", 0.0) for r in results),
             "p99_ms": max(r["p99_ms"] for r in results)}
+
+
+def shown(value, spec: str = "") -> str:
+    """A summary figure for the console: '-' when it is missing (None: not measured, or
+    no repetition produced it), else formatted by `spec`, so a median that falls between
+    two runs prints as 3.50, not 3.4995000000000003."""
+    return "-" if value is None else format(value, spec)
+
+
+def over_runs(reps: int) -> str:
+    """What a summary's figures are taken over: 'medians of 3 runs', or 'one run'."""
+    return "one run" if reps == 1 else f"medians of {reps} runs"

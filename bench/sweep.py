@@ -124,15 +124,11 @@ def _summarize(rows: list[dict], sweeps: dict) -> dict:
 def _print(summary: dict, out: Path) -> None:
     print(f"{'point':>16} {'sync req/s':>10} {'cached req/s':>12} {'gain':>5} {'p99 s|c ms':>15} "
           f"{'shipped/s s|c':>14}")
+    shown = harness.shown
     for point, e in summary.items():
-        print(f"{point:>16} {_shown(e.get('sync_rate_per_s'), '.0f'):>10} "
-              f"{_shown(e['cached_rate_per_s'], '.0f'):>12} {_shown(e.get('cached_over_sync')):>5} "
-              f"{_shown(e.get('sync_p99_ms'), '.2f'):>7}|{_shown(e['cached_p99_ms'], '.2f'):<7} "
-              f"{_shown(e.get('sync_shipped_per_s'), '.1f'):>6}|{_shown(e['cached_shipped_per_s'], '.1f')}")
+        print(f"{point:>16} {shown(e.get('sync_rate_per_s'), '.0f'):>10} "
+              f"{shown(e['cached_rate_per_s'], '.0f'):>12} {shown(e.get('cached_over_sync')):>5} "
+              f"{shown(e.get('sync_p99_ms'), '.2f'):>7}|{shown(e['cached_p99_ms'], '.2f'):<7} "
+              f"{shown(e.get('sync_shipped_per_s'), '.1f'):>6}|{shown(e['cached_shipped_per_s'], '.1f')}")
     print(f"results and figure: {out}")
 
-
-def _shown(value, spec: str = "") -> str:
-    """A summary figure for the console: '-' for a setup not measured at this point, and
-    a median of two runs without float noise (3.50, not 3.4995000000000003)."""
-    return "-" if value is None else format(value, spec)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench import autoscale, durability, sweep
+from bench import autoscale, durability, failover, sweep
 
 NOISE = re.compile(r"\d\.\d{5,}")      # 3.4995000000000003, 5.7219999999999995
 
@@ -63,4 +63,35 @@ def test_autoscale_says_when_the_launched_trader_never_answered(capsys):
                                         clients_when_decided=1.5), 2, Path("results"))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "scale-out decided 1.2 s in, with 1.5 clients; trader 2 never answered"
-    assert lines[1].endswith("(after/before -; medians of 2)")
+    assert lines[1].endswith("(after/before -; medians of 2 runs)")
+
+
+def _failover_row(**changes) -> dict:
+    return {"before_per_s": 1960.0, "after_per_s": 2333.0, "alone_per_s": 2229.0,
+            "detection_s": 0.446, "longest_gap_s": 0.049, "longest_client_gap_s": 0.064,
+            "after_over_alone": 1.047, **changes}
+
+
+def test_failover_takes_medians_over_the_repetitions_that_have_a_figure(capsys):
+    summary = failover._summarize([_failover_row(), _failover_row(detection_s=None),
+                                   _failover_row(detection_s=0.5, before_per_s=2000.0)])
+    assert summary["detection_s"] == 0.473 and summary["before_per_s"] == 1960.0
+    assert summary["after_over_before"] == round(2333.0 / 1960.0, 3)
+    failover._print(summary, 3, Path("results"))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("shipped/s before 1960, after 2333 (after/before 1.19); one trader "
+                        "alone 2229 (after/alone 1.05)")
+    assert lines[1].startswith("detection 0.473 s; longest gap between any shipments 0.049 s")
+    assert lines[1].endswith("(medians of 3 runs)")
+
+
+def test_failover_says_when_no_kill_was_detected_and_nothing_shipped_before(capsys):
+    """Every repetition without a detection, and a market that shipped nothing before the
+    kill: the summary names that instead of ending the run with a traceback."""
+    summary = failover._summarize([_failover_row(detection_s=None, before_per_s=0.0)] * 2)
+    assert summary["detection_s"] is None and summary["after_over_before"] is None
+    failover._print(summary, 1, Path("results"))
+    lines = capsys.readouterr().out.splitlines()
+    assert "(after/before -)" in lines[0]
+    assert lines[1].startswith("the kill was never detected; longest gap")
+    assert lines[1].endswith("(one run)")
