@@ -209,6 +209,8 @@ def fill(text: str, data: dict) -> str:
         if key.startswith("table:"):
             return tables.TABLES[key[6:]](data)
         value = lookup(data, key)
+        if value is None:            # a figure the run did not produce, as in the tables
+            return "–"
         return format(value, fmt) if fmt else str(value)
     return PLACEHOLDER.sub(one, text)
 

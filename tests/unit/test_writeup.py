@@ -17,6 +17,14 @@ def test_placeholders_are_filled_from_the_data_with_formats():
     assert text == "gain 2.85x, N_g = 8"
 
 
+def test_a_figure_the_run_did_not_produce_reads_as_a_dash():
+    """A failover run whose kill was never detected has detection_s None; the report
+    still builds, and shows it as its tables show a missing figure."""
+    data = {"failover": {"summary": {"detection_s": None}}}
+    text = build.fill("declared dead {{failover/summary/detection_s|.2f}} s after", data)
+    assert text == "declared dead – s after"
+
+
 def test_an_unknown_placeholder_is_an_error_naming_it():
     with pytest.raises(KeyError, match="cache/nope"):
         build.fill("{{cache/nope}}", {"cache": {}})
