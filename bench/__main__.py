@@ -4,7 +4,8 @@ Each experiment starts real processes on 127.0.0.1 through the launcher's own co
 writes raw results (CSV), the exact config, the git commit and a machine note into
 bench/results/<experiment>-<time>/, draws its figures, and prints a summary. With no
 experiment (or `all`) every experiment runs in turn into one bench/results/all-<time>/
-folder, which `python -m writeup` turns into the report. `--quick` is a smoke run.
+folder, which `python -m writeup` turns into the report; one that fails is named and the
+rest still run. `--quick` is a smoke run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from bench import (autoscale, cache, core, durability, failover, harness, ratio, staleness,
@@ -105,22 +107,47 @@ def _unwritable(root: Path) -> str | None:
 
 
 def run_all(args) -> int:
+    """Every experiment in turn into one folder. One that fails (a market that did not
+    start, a load generator that died) is named, its traceback kept in the folder, and
+    the rest still run; the exit status is then 1, since the report needs them all."""
     root = harness.results_dir("all", args.out)
     args.out = root
-    timings, started = {}, time.monotonic()
+    timings, failed, started = {}, {}, time.monotonic()
     for name, module in EXPERIMENTS.items():
         print(f"\n=== {name}: {module.DESCRIPTION}", flush=True)
         t0 = time.monotonic()
-        module.run(args)
+        try:
+            module.run(args)
+        except BrokenPipeError:          # our own output is gone: main() stops everything
+            raise
+        except Exception as exc:         # noqa: BLE001 - named, kept, and the run goes on
+            process.stop_leftovers()     # each experiment stops its own; this is a backstop
+            failed[name] = _keep_failure(root, name, exc)
         timings[name] = round(time.monotonic() - t0, 1)
     harness.write_json(root / "manifest.json", {
-        "experiments": list(EXPERIMENTS), "seconds": timings,
+        "experiments": list(EXPERIMENTS), "seconds": timings, "failed": failed,
         "total_s": round(time.monotonic() - started, 1), "quick": args.quick,
         "machine": harness.machine_note(root)})
-    print(f"\nall experiments done in {(time.monotonic() - started) / 60:.1f} min: {root}")
+    minutes = (time.monotonic() - started) / 60
+    if failed:
+        print(f"\n{len(failed)} of {len(EXPERIMENTS)} experiments failed ({', '.join(failed)}) "
+              f"in {minutes:.1f} min; their tracebacks are in {root}; the report needs "
+              f"every experiment", flush=True)
+        return 1
+    print(f"\nall experiments done in {minutes:.1f} min: {root}")
     print(f"build the report from them: python -m writeup --results {root}")
     return 0
 
+
+def _keep_failure(root: Path, name: str, exc: Exception) -> str:
+    """Write the traceback to <root>/<name>.failed.txt, say so on stderr in one line, and
+    return the error in one line."""
+    error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    path = root / f"{name}.failed.txt"
+    path.write_text("".join(traceback.format_exception(exc)))
+    print(f"bench: {name} failed ({error}); traceback in {path}; going on with the rest",
+          file=sys.stderr, flush=True)
+    return error
 
 if __name__ == "__main__":
     sys.exit(main())

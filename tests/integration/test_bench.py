@@ -162,6 +162,36 @@ def test_running_all_runs_every_experiment_into_one_folder(tmp_path, monkeypatch
     assert ran == [("a", True, folder), ("b", True, folder)]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["experiments"] == ["a", "b"] and set(manifest["seconds"]) == {"a", "b"}
+    assert manifest["failed"] == {}
+
+
+def test_one_failed_experiment_is_named_and_the_rest_still_run(tmp_path, monkeypatch, capsys):
+    """A 26-minute `python -m bench` used to end in a traceback at the first experiment
+    that failed, and ran none of the rest."""
+    import bench.__main__ as runner
+    ran = []
+
+    class Fake:
+        DESCRIPTION = "a stand-in"
+
+        def __init__(self, name, fails=False):
+            self.name, self.fails = name, fails
+
+        def run(self, args):
+            ran.append(self.name)
+            if self.fails:
+                raise RuntimeError("load generator failed: it could not connect\nmore lines")
+
+    monkeypatch.setattr(runner, "EXPERIMENTS", {"a": Fake("a", fails=True), "b": Fake("b")})
+    assert runner.main(["--quick", "--out", str(tmp_path)]) == 1
+    assert ran == ["a", "b"]
+    [folder] = list(tmp_path.glob("all-*"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["failed"] == {"a": "RuntimeError: load generator failed: it could not connect"}
+    assert "more lines" in (folder / "a.failed.txt").read_text()
+    out, err = capsys.readouterr()
+    assert "bench: a failed (RuntimeError: load generator failed" in err
+    assert "1 of 2 experiments failed (a)" in out and "python -m writeup" not in out
 
 
 _PIPED_RUN = """
