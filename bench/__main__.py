@@ -149,5 +149,6 @@ def _keep_failure(root: Path, name: str, exc: Exception) -> str:
           file=sys.stderr, flush=True)
     return error
 
+
 if __name__ == "__main__":
     sys.exit(main())

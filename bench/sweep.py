@@ -131,4 +131,3 @@ def _print(summary: dict, out: Path) -> None:
               f"{shown(e.get('sync_p99_ms'), '.2f'):>7}|{shown(e['cached_p99_ms'], '.2f'):<7} "
               f"{shown(e.get('sync_shipped_per_s'), '.1f'):>6}|{shown(e['cached_shipped_per_s'], '.1f')}")
     print(f"results and figure: {out}")
-
