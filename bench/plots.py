@@ -1,21 +1,38 @@
-"""Figures for the experiments, drawn with seaborn from the experiments' own CSV rows."""
+"""Figures for the experiments, drawn with seaborn from the experiments' own CSV rows.
+
+seaborn, pandas and matplotlib are imported by the first figure drawn, not with this
+module: they take about 1.5 s to import, which `python -m bench --help`, a refused
+argument or a run that fails before its figure should not pay."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")                    # files only; no display needed
-import matplotlib.pyplot as plt          # noqa: E402
-import pandas as pd                      # noqa: E402
-import seaborn as sns                    # noqa: E402
 
 __all__ = ["selling_vs_ratio", "failover_series", "autoscale_series", "sweep_panels",
            "staleness_vs_ttl", "durability_bars", "setup_bars"]
 
 
+@functools.cache
+def _imported():
+    """(pyplot, pandas, seaborn), imported once, with files as the only output."""
+    import matplotlib
+    matplotlib.use("Agg")                    # files only; no display needed
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+    return plt, pd, sns
+
+
+def _libs():
+    """What a figure draws with, seaborn's whitegrid theme set afresh for it."""
+    plt, pd, sns = _imported()
+    sns.set_theme(style="whitegrid")
+    return plt, pd, sns
+
+
 def _save(fig, path: Path, dpi: int = 120) -> Path:
+    plt = _imported()[0]
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
@@ -24,11 +41,11 @@ def _save(fig, path: Path, dpi: int = 120) -> Path:
 
 def selling_vs_ratio(rows: list[dict], path: Path) -> Path:
     """Over-sells and actual under-sells (% of buy requests) against buyers:sellers."""
+    plt, pd, sns = _libs()
     df = pd.DataFrame(rows).melt(id_vars=["ratio", "split"],
                                  value_vars=["oversell_pct", "undersell_pct"],
                                  var_name="kind", value_name="percent")
     df["kind"] = df["kind"].map({"oversell_pct": "over-sells", "undersell_pct": "actual under-sells"})
-    sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=df, x="ratio", y="percent", hue="kind", marker="o", errorbar="sd", ax=ax)
     ax.set_xscale("log", base=2)
@@ -43,7 +60,7 @@ def selling_vs_ratio(rows: list[dict], path: Path) -> Path:
 
 def failover_series(series: list[dict], killed_at_s: float, path: Path) -> Path:
     """Goods shipped per second over time, with the kill marked."""
-    sns.set_theme(style="whitegrid")
+    plt, pd, sns = _libs()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     sns.lineplot(data=pd.DataFrame(series), x="t_s", y="shipped_per_s", hue="rep",
                  palette="deep", ax=ax, legend="brief")
@@ -56,7 +73,7 @@ def failover_series(series: list[dict], killed_at_s: float, path: Path) -> Path:
 
 def autoscale_series(series: list[dict], decided_s: float | None, path: Path) -> Path:
     """Requests answered per second by each trader over time, with the scale-out marked."""
-    sns.set_theme(style="whitegrid")
+    plt, pd, sns = _libs()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     df = pd.DataFrame(series)
     df["bin"] = (df["t_s"] * 2).round() / 2              # half-second bins
@@ -80,9 +97,9 @@ SWEEP_LABELS = {"traders": "traders (N_t)", "buyers": "buyers (closed-loop)",
 def sweep_panels(rows: list[dict], path: Path) -> Path:
     """One column per swept parameter: requests answered/s (top) and goods shipped/s
     (bottom), sync against cached."""
+    plt, pd, sns = _libs()
     df = pd.DataFrame(rows)
     sweeps = list(dict.fromkeys(df["sweep"]))
-    sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(2, len(sweeps), figsize=(3.0 * len(sweeps), 5.5), squeeze=False)
     for col, sweep in enumerate(sweeps):
         part = df[df["sweep"] == sweep].copy()
@@ -98,13 +115,13 @@ def sweep_panels(rows: list[dict], path: Path) -> Path:
 
 def staleness_vs_ttl(rows: list[dict], path: Path) -> Path:
     """Measured stale reads (%) against the TTL, with the model's curves."""
+    plt, pd, sns = _libs()
     import numpy as np
     df = pd.DataFrame(rows)
     lam = float(df["write_rate_per_s"].median())
     reads_gap = (df["model_effective_pct"] - df["model_pct"]).abs().max()
     ts = np.geomspace(df["ttl_s"].min() * 0.8, df["ttl_s"].max() * 1.25, 100)
     curve = 100 * (1 - (1 - np.exp(-lam * ts)) / (lam * ts))
-    sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=df, x="ttl_s", y="stale_pct", marker="o", errorbar="sd", ax=ax,
                  label="measured")
@@ -119,7 +136,7 @@ def staleness_vs_ttl(rows: list[dict], path: Path) -> Path:
 
 def durability_bars(rows: list[dict], path: Path) -> Path:
     """Orders committed per second for each durability setting."""
-    sns.set_theme(style="whitegrid")
+    plt, pd, sns = _libs()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     sns.barplot(data=pd.DataFrame(rows), x="setting", y="rate_per_s", errorbar="sd", ax=ax,
                 color="steelblue")
@@ -132,7 +149,7 @@ def durability_bars(rows: list[dict], path: Path) -> Path:
 def setup_bars(rows: list[dict], path: Path, title: str) -> Path:
     """Requests answered per second for each setup (e.g. chain/real, one-hop/sync/cached)
     at each number of closed-loop clients."""
-    sns.set_theme(style="whitegrid")
+    plt, pd, sns = _libs()
     fig, ax = plt.subplots(figsize=(6, 3.3))
     sns.barplot(data=pd.DataFrame(rows), x="clients", y="rate_per_s", hue="setup",
                 errorbar="sd", ax=ax)

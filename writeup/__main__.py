@@ -54,8 +54,10 @@ def experiment_folders(results: Path) -> dict[str, Path]:
     for name in EXPERIMENTS:
         found = sorted(f for f in results.glob(f"{name}-*") if (f / "meta.json").exists())
         if not found:
-            raise SystemExit(f"error: {results} has no finished {name}-* folder; "
-                             f"run `python -m bench`")
+            failed = results / f"{name}.failed.txt"       # bench keeps a failure's traceback
+            why = (f"it failed there, see {failed}" if failed.exists()
+                   else "run `python -m bench`")
+            raise SystemExit(f"error: {results} has no finished {name}-* folder; {why}")
         folders[name] = found[-1]
     return folders
 

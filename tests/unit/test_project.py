@@ -1,6 +1,8 @@
 """The project's promises about itself: the README's commands, CI, the layout."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from pyromarket.trader import STAT_KEYS
@@ -52,3 +54,14 @@ def test_the_readme_repl_session_shows_every_trader_counter():
     missing = {"trader", "peer", "mode", "epoch", "load_window", "scale_events",
                "warehouse_calls", "orders_per_warehouse_call", *STAT_KEYS} - shown.keys()
     assert missing == set()
+
+
+def test_the_bench_runner_imports_no_plotting_library_until_it_draws():
+    # `python -m bench --help` and a refused argument must not pay seaborn's import
+    # (about 1.5 s here); bench.plots imports it with the first figure.
+    heavy = ("seaborn", "pandas", "matplotlib")
+    probe = ("import sys, bench.__main__; "
+             f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[]"

@@ -139,6 +139,9 @@ def test_a_partial_bench_run_is_refused_before_any_data_is_replaced(tmp_path, mo
         build.main(["--results", str(run), "--no-pdf"])
     assert (data / "core" / "meta.json").read_text() == '{"kept": true}'
     assert sorted(p.name for p in data.iterdir()) == ["core"]
+    (run / "autoscale.failed.txt").write_text("Traceback ...\nRuntimeError: boom\n")
+    with pytest.raises(SystemExit, match=r"no finished autoscale-.*autoscale\.failed\.txt"):
+        build.main(["--results", str(run), "--no-pdf"])
 
 
 def test_the_confirmation_batch_is_judged_alone_by_both_medians(tmp_path, monkeypatch):
