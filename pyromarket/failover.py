@@ -244,8 +244,8 @@ class Failover:
         also when the warehouse cannot tell now."""
         with contextlib.suppress(Unavailable):
             if self.link.fenced(self.trader.epoch):
-                self.trader.retire(f"it {why}, and the warehouse says it was declared dead "
-                                   f"and fenced")
+                self.trader.retire(f"it {why}, and the warehouse says it was fenced (declared "
+                                   f"dead, or replaced in its slot)")
                 return False
         return True
 

@@ -8,13 +8,16 @@ starting) is given `grace_s` before its misses count (`starting`). `paused(now)`
 that this process itself did not run for longer than that window (SIGSTOP, a long
 stall): the others may have declared *it* dead meanwhile, so it must check before it
 acts as a trader again.
+
+`ServingWatch` is the launcher's view of the same question from outside: does *any*
+trader serve? It counts probes in a row in which none answered.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["HeartbeatMonitor"]
+__all__ = ["HeartbeatMonitor", "ServingWatch"]
 
 
 class HeartbeatMonitor:
@@ -81,3 +84,33 @@ class HeartbeatMonitor:
         """Start watching a (new) trader."""
         self._missed[other] = 0
         self.dead.discard(other)
+
+
+class ServingWatch:
+    """Whether any trader serves, judged by the launcher from probes of every listed
+    trader. Pure: the time is passed in.
+
+    A probe is True (some trader answered), False (traders are listed and none answered:
+    hung, paused or stepped down) or None (it could not tell: the name server did not
+    answer, or lists no trader, as one just restarted does). Only `misses` False probes
+    in a row declare that no trader serves, once; True or None starts the count again.
+    After a trader is launched, `restart` gives it `grace_s` to come up."""
+
+    def __init__(self, misses: int, now: float, grace_s: float = 0.0):
+        self.misses = misses
+        self._missed = 0
+        self._grace_until = now + grace_s
+
+    def record(self, serving: bool | None, now: float) -> bool:
+        """Record one probe; True exactly when it completes `misses` in a row that no
+        trader answered."""
+        if serving is not False or now < self._grace_until:
+            self._missed = 0
+            return False
+        self._missed += 1
+        return self._missed == self.misses
+
+    def restart(self, now: float, grace_s: float) -> None:
+        """A trader was just launched: count nothing for `grace_s`, then from zero."""
+        self._missed = 0
+        self._grace_until = now + grace_s

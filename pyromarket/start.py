@@ -4,8 +4,8 @@ It uses a name server that already answers at the configured address (`pyro5-ns`
 or starts one; then the warehouse and every peer, each its own process; waits for the
 election; trades for --duration seconds or until Ctrl-C; and stops every process it
 started, also when a child crashes. A trader's crash is left to its survivors (when
-none is left and autoscaling replaces failed traders, it starts Trader 1 again), and a
-name server it started is started again. Each run logs to its own folder.
+none is left or none serves, and autoscaling replaces failed traders, supervisor.py starts
+Trader 1 again), and a name server it started is started again. Each run logs to its own folder.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from .process import drop_stdout, wait_until
 from .runtime import RENEW_NAME_S
 from .status import StatusLine, format_rate, format_status
 from .store import DatabaseInUse, check_database_file, lock_database
+from .supervisor import Relauncher, traders_left
 
-__all__ = ["main", "summarize", "format_summary", "trader_exit_note", "Relauncher",
-           "MAX_NAMESERVER_RESTARTS", "MAX_TRADER_RELAUNCHES"]
+__all__ = ["main", "summarize", "format_summary", "trader_exit_note",
+           "MAX_NAMESERVER_RESTARTS"]
 
 MAX_NAMESERVER_RESTARTS = 5     # a name server that keeps exiting ends the run instead
-MAX_TRADER_RELAUNCHES = 5       # a trader that keeps dying is, after this, left dead
 STATUS_POLL_S = 1.0             # the status line asks the warehouse this often (and waits no longer)
 
 
@@ -173,73 +173,37 @@ def trader_exit_note(name: str, left: int | None, relaunching: bool = False) -> 
     return f"trader process {name} exited; its survivors take over"
 
 
-class Relauncher:
-    """The launcher's last resort when the config asks for failed traders to be replaced
-    (autoscale.enabled and replace_failed, local launcher). A survivor replaces a dead
-    trader, but once no trader process is left there is no survivor, so the launcher
-    starts Trader 1 again, as a replica on this machine; it takes over from the dead
-    traders as a survivor would (and replaces them). At most MAX_TRADER_RELAUNCHES times
-    a run. A trader that hangs, or steps down while its process runs on, is not a death
-    the launcher can see."""
-
-    def __init__(self, market: Market):
-        self.market, self.launches, self.gave_up = market, 0, False
-
-    @staticmethod
-    def wanted(cfg: config.MarketConfig) -> bool:
-        a = cfg.autoscale
-        return a.enabled and a.replace_failed and a.launcher == "local"
-
-    def check(self) -> str | None:
-        """Start Trader 1 if no trader process is left; what to say about it, or None."""
-        if self.gave_up or _traders_left(self.market) != 0:
-            return None
-        if self.launches >= MAX_TRADER_RELAUNCHES:
-            self.gave_up = True
-            return (f"no trader is left, and the launcher has started Trader 1 again "
-                    f"{self.launches} times: nothing trades for the rest of this run")
-        self.launches += 1
-        pid = self.market.launch_trader(1)
-        return (f"the launcher started Trader 1 again (pid {pid}; {self.launches} of at most "
-                f"{MAX_TRADER_RELAUNCHES}); it takes over from the dead traders")
-
-
-def _traders_left(market: Market) -> int | None:
-    """Trader processes still running: elected peers (some may have stepped down) and
-    replicas launched on this machine; None if replicas may run elsewhere."""
-    scale = market.cfg.autoscale
-    if scale.enabled and scale.launcher != "local":
-        return None
-    elected = sum(market.services[f"peer-{p}"].running for p in market.trader_peers)
-    return elected + len(market.replicas())
-
-
 def _trade(market: Market, duration: float | None, progress: _Progress) -> float:
     """Wait out the trading window, drawing `progress`; return its length. Raises if a
     child other than a trader or the name server exited (a trader may fail: its survivors
     take over, or `Relauncher` starts one; the name server is started again, at most
     MAX_NAMESERVER_RESTARTS times)."""
     started, reported, revived, elapsed = time.monotonic(), set(), 0, 0.0
-    relauncher = Relauncher(market) if Relauncher.wanted(market.cfg) else None
-    while duration is None or elapsed < duration:
-        time.sleep(0.2)
-        for name in set(market.crashed()) - set(market.crashed(include_traders=False)) - reported:
-            reported.add(name)
-            progress.say(trader_exit_note(name, _traders_left(market), relauncher is not None))
-        if relauncher is not None and (said := relauncher.check()):
-            progress.say(said)
-        if ("nameserver" in market.crashed(include_traders=False)
-                and revived < MAX_NAMESERVER_RESTARTS and market.revive_nameserver()):
-            revived += 1
-            progress.say(f"the name server exited; started it again ({revived} of at most "
-                         f"{MAX_NAMESERVER_RESTARTS}); the market's names are bound again "
-                         f"within {RENEW_NAME_S:.0f} s, and trading goes on meanwhile")
-        if market.crashed(include_traders=False):
-            raise RuntimeError(f"market processes exited unexpectedly: "
-                               f"{market.crashed(include_traders=False)} "
-                               f"(their output is in {market.run_dir})")
-        elapsed = time.monotonic() - started
-        progress.tick(elapsed)             # the last one is drawn at the full duration
+    relauncher = Relauncher.for_market(market) if Relauncher.wanted(market.cfg) else None
+    try:
+        while duration is None or elapsed < duration:
+            time.sleep(0.2)
+            for name in (set(market.crashed()) - set(market.crashed(include_traders=False))
+                         - reported):
+                reported.add(name)
+                progress.say(trader_exit_note(name, traders_left(market), relauncher is not None))
+            if relauncher is not None and (said := relauncher.check()):
+                progress.say(said)
+            if ("nameserver" in market.crashed(include_traders=False)
+                    and revived < MAX_NAMESERVER_RESTARTS and market.revive_nameserver()):
+                revived += 1
+                progress.say(f"the name server exited; started it again ({revived} of at most "
+                             f"{MAX_NAMESERVER_RESTARTS}); the market's names are bound again "
+                             f"within {RENEW_NAME_S:.0f} s, and trading goes on meanwhile")
+            if market.crashed(include_traders=False):
+                raise RuntimeError(f"market processes exited unexpectedly: "
+                                   f"{market.crashed(include_traders=False)} "
+                                   f"(their output is in {market.run_dir})")
+            elapsed = time.monotonic() - started
+            progress.tick(elapsed)             # the last one is drawn at the full duration
+    finally:
+        if relauncher is not None:
+            relauncher.close()
     return elapsed
 
 

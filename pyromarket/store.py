@@ -5,9 +5,10 @@ so the fsync of `synchronous=FULL` is paid once per batch, not once per order (g
 commit). Every applied order leaves a ledger row keyed by its request_id, holding the
 outcome, the stock after it and a timestamp: replaying an id returns the recorded
 outcome and changes nothing, and the ledger alone can audit a run (conservation,
-actual under-selling). Fencing: each trader slot gets a fresh epoch when it joins; once
-a slot is fenced (its trader declared dead), orders carrying that epoch are refused, for
-good and durably. No Pyro5 here; one writer at a time (`_write`).
+actual under-selling). Fencing: each trader slot gets a fresh epoch when it joins, and
+the epoch it had before is fenced, so a slot has one writer; once an epoch is fenced (its
+trader declared dead, or replaced in its slot), orders carrying it are refused, for good
+and durably. No Pyro5 here; one writer at a time (`_write`).
 """
 
 from __future__ import annotations
@@ -214,13 +215,23 @@ class Store:
 
     def join(self, trader: int) -> int:
         """A new, never used epoch for trader slot `trader` (a fencing token), durably.
-        Unavailable if the storage fails (nothing is granted; the trader retries)."""
-        with self._write, self._transaction():
-            epoch = 1 + self._db.execute(
-                "SELECT MAX(m) FROM (SELECT COALESCE(MAX(epoch), 0) AS m FROM epochs"
-                " UNION ALL SELECT COALESCE(MAX(epoch), 0) FROM fenced)").fetchone()[0]
-            self._db.execute("INSERT OR REPLACE INTO epochs (trader, epoch) VALUES (?, ?)",
-                             (trader, epoch))
+        The slot's previous epoch is fenced in the same transaction: a trader started in
+        an occupied slot (the launcher's last resort, while the old one hangs) leaves the
+        old one unable to write, and it steps down when it next asks. Unavailable if the
+        storage fails (nothing is granted or fenced; the trader retries)."""
+        with self._write:
+            with self._transaction():
+                old = self._db.execute("SELECT epoch FROM epochs WHERE trader = ?",
+                                       (trader,)).fetchone()
+                epoch = 1 + self._db.execute(
+                    "SELECT MAX(m) FROM (SELECT COALESCE(MAX(epoch), 0) AS m FROM epochs"
+                    " UNION ALL SELECT COALESCE(MAX(epoch), 0) FROM fenced)").fetchone()[0]
+                self._db.execute("INSERT OR REPLACE INTO epochs (trader, epoch) VALUES (?, ?)",
+                                 (trader, epoch))
+                if old is not None:
+                    self._db.execute("INSERT OR IGNORE INTO fenced (epoch) VALUES (?)", old)
+            if old is not None:
+                self._fenced.add(old[0])
         return epoch
 
     def fence(self, trader: int, epoch: int | None = None,
@@ -248,6 +259,12 @@ class Store:
                 self._db.execute("INSERT OR IGNORE INTO fenced (epoch) VALUES (?)", (epoch,))
             self._fenced.add(epoch)
         return epoch
+
+    def epoch_of(self, trader: int) -> int | None:
+        """Trader slot `trader`'s current epoch, None if it never joined."""
+        row = self._reader().execute("SELECT epoch FROM epochs WHERE trader = ?",
+                                     (trader,)).fetchone()
+        return None if row is None else row[0]
 
     def is_fenced(self, epoch: int) -> bool:
         """Whether writes stamped with `epoch` are refused."""

@@ -160,8 +160,10 @@ class Warehouse:
     def join(self, trader: int) -> int:
         """A trader starting in slot `trader` gets a fresh epoch to stamp its orders with."""
         check_slot(trader, "trader")
+        before = self._store.epoch_of(trader)
         epoch = self._store.join(trader)
-        self._log(f"Warehouse granted Trader {trader} epoch {epoch}")
+        fenced = "" if before is None else f"; its epoch before, {before}, is fenced (one a slot)"
+        self._log(f"Warehouse granted Trader {trader} epoch {epoch}{fenced}")
         return epoch
 
     @rpc.remote

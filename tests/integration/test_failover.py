@@ -334,7 +334,7 @@ def test_a_trader_declared_dead_steps_down_without_a_write(start_market):
     wait_until(lambda: "has taken over from Trader 2" in trader_log(market, 1), 15,
                "Trader 1 to take over from Trader 2")
     wait_until(lambda: "steps down" in trader_log(market, 2), 10, "Trader 2 to step down")
-    assert "warehouse says it was declared dead and fenced" in trader_log(market, 2)
+    assert "warehouse says it was fenced (declared dead" in trader_log(market, 2)
     with rpc.proxy(uris[2], 5.0) as zombie:
         with pytest.raises(MarketError, match="no longer serves"):
             zombie.ping()                       # retired: its heartbeat loop (and renewal) ends

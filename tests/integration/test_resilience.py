@@ -294,6 +294,46 @@ def test_when_no_trader_is_left_the_launcher_starts_one_again_and_nothing_is_los
     assert_consistent(SimpleNamespace(cfg=cfg, run_dir=str(tmp_path / "run")))
 
 
+def test_when_no_trader_serves_the_launcher_starts_one_again_and_fences_the_hung_one(
+        make_config, tmp_path):
+    """The only trader is paused (SIGSTOP): its process lives, so no exit is seen, but it
+    answers nothing. The launcher's probes find no trader serving and start Trader 1
+    again; it joins the slot afresh, which fences the paused one. Resumed, the old one
+    learns it was fenced and steps down without a write, and the run ends with nothing
+    lost, doubled or left behind (before, nothing traded until the pause ended)."""
+    sections = dict(autoscale={"enabled": True, "window_s": 2.0, "threshold": 10**6,
+                               "replace_failed": True},
+                    buyers={"pace_s": 0.01, "max_qty": 2},
+                    sellers={"goods_per_period": 2, "period_s": 0.2},
+                    rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0})
+    log = tmp_path / "run" / "trader-1.txt"
+    served = lambda: log.read_text().count("Trader 1 informed")
+    with trading_launcher(make_config, tmp_path, "--duration", "14", n_traders=1,
+                          **sections) as (proc, kids):
+        hung = kids["pyromarket.peer:5"]                              # the only trader
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            seen, end = "", time.monotonic() + 20
+            while "started Trader 1 again" not in seen:
+                assert time.monotonic() < end and proc.poll() is None, seen + proc.stderr.read()
+                seen += proc.stdout.readline()
+            relaunched = int(seen.split("started Trader 1 again (pid ")[1].split(";")[0])
+            before = served()
+            wait_until(lambda: served() >= before + 20, 20, "the relaunched Trader 1 to serve")
+        finally:
+            os.kill(hung, signal.SIGCONT)
+        wait_until(lambda: "asking the warehouse whether it was fenced" in log.read_text()
+                   and "steps down" in log.read_text(), 20, "the resumed trader to step down")
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "no trader answered 3 probes in a row" in seen and "exited" not in seen, seen
+    assert seen.count("started Trader 1 again") + out.count("started Trader 1 again") == 1
+    assert "conservation per product: ok" in out, out
+    assert_all_gone([*kids.values(), relaunched])
+    cfg = config.load(str(tmp_path / "market.yaml"))
+    assert_consistent(SimpleNamespace(cfg=cfg, run_dir=str(tmp_path / "run")))
+
+
 def _names(ns_port: int) -> set[str]:
     """The market's names bound now; empty while the name server does not answer."""
     with contextlib.suppress(rpc.Unavailable):

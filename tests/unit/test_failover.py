@@ -80,7 +80,7 @@ def test_a_trader_that_hears_of_its_own_death_asks_the_warehouse(make):
     failover.link.fenced_epochs.add(EPOCH)
     failover._absorb_told_dead()
     assert failover.trader.retired.is_set()
-    assert "the warehouse says it was declared dead and fenced" in log[-1]
+    assert "the warehouse says it was fenced (declared dead" in log[-1]
 
 
 @pytest.mark.parametrize("fenced,down,binds", [(False, False, True), (True, False, False),

@@ -1,6 +1,6 @@
 """The heartbeat monitor, ticked by hand: no sockets, no sleeps."""
 
-from pyromarket.heartbeat import HeartbeatMonitor
+from pyromarket.heartbeat import HeartbeatMonitor, ServingWatch
 
 
 def test_pings_every_live_trader_once_per_interval():
@@ -59,3 +59,25 @@ def test_a_trader_marked_dead_by_someone_else_is_no_longer_pinged():
     m.mark_dead(3)
     assert m.due(0.0) == [2] and m.dead == {3}
     assert m.record(3, False, 0.1) is False          # never "newly dead" a second time
+
+
+def test_no_trader_serving_is_declared_after_misses_in_a_row_once():
+    w = ServingWatch(misses=3, now=0.0)
+    assert [w.record(False, t) for t in (1, 2, 3, 4, 5)] == [False, False, True, False, False]
+
+
+def test_an_answer_or_a_probe_that_could_not_tell_starts_the_count_again():
+    # None: the name server did not answer, or listed no trader (one just restarted is
+    # empty): no evidence that the traders are down
+    w = ServingWatch(misses=2, now=0.0)
+    assert [w.record(s, t) for t, s in enumerate([False, True, False, None, False, False])] \
+        == [False, False, False, False, False, True]
+
+
+def test_a_launched_trader_gets_its_grace_before_misses_count():
+    w = ServingWatch(misses=2, now=0.0, grace_s=5.0)
+    assert not any(w.record(False, t) for t in (1, 2, 3, 4))       # the market starting
+    assert [w.record(False, t) for t in (5, 6)] == [False, True]
+    w.restart(now=6.0, grace_s=10.0)                               # Trader 1 launched again
+    assert not any(w.record(False, t) for t in range(7, 16))
+    assert [w.record(False, t) for t in (16, 17)] == [False, True]

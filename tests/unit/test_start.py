@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pyromarket.start import (MAX_TRADER_RELAUNCHES, Relauncher, format_summary, gone_traders,
-                              main, trader_exit_note)
+from pyromarket.start import format_summary, gone_traders, main, trader_exit_note
+from pyromarket.supervisor import MAX_TRADER_RELAUNCHES, Relauncher
 from pyromarket.status import format_status
 from pyromarket.trader import STAT_KEYS
 
@@ -134,6 +134,34 @@ def test_the_launcher_starts_trader_1_again_only_when_no_trader_process_is_left(
         said.append(relauncher.check())
     assert market.launched == [1] * MAX_TRADER_RELAUNCHES
     assert sum("nothing trades" in (line or "") for line in said) == 1   # said once
+
+
+class _FakeProbe:
+    """A ServingProbe's verdict, set by the test; records the grace each launch gave."""
+    verdict = "no trader answered 3 probes in a row"
+
+    def __init__(self):
+        self.down, self.graces = False, []
+
+    def none_serving(self) -> bool:
+        return self.down
+
+    def restart(self, grace_s: float) -> None:
+        self.down = False
+        self.graces.append(grace_s)
+
+
+def test_the_launcher_starts_trader_1_again_when_trader_processes_run_but_none_serves():
+    market = _FakeMarket(_autoscaling(launch_timeout_s=30.0), elected_running=True)
+    probe = _FakeProbe()
+    relauncher = Relauncher(market, probe)
+    assert relauncher.check() is None and market.launched == []       # it serves
+    probe.down = True                                                  # hung, paused...
+    said = relauncher.check()
+    assert market.launched == [1] and probe.graces == [30.0]
+    assert said.startswith("no trader answered 3 probes in a row: the launcher started "
+                           "Trader 1 again (pid 1001; 1 of at most"), said
+    assert relauncher.check() is None and market.launched == [1]      # given its grace
 
 
 @pytest.mark.parametrize("overrides", [{"enabled": False}, {"replace_failed": False},

@@ -333,6 +333,24 @@ def test_join_gives_fresh_epochs_and_fence_refuses_the_old_one(store):
     assert store.fence(9) is None
 
 
+def test_a_trader_joining_an_occupied_slot_fences_the_one_before_it(store):
+    """The launcher starts Trader 1 again while the old one hangs: the old epoch can no
+    longer write, even a replay, and the other slots are untouched."""
+    old, other = store.join(1), store.join(2)
+    [r] = store.apply([Order("buy", "salt", 1, "a", "trader 1", old)], now=1.0)
+    assert r["outcome"] == SHIPPED
+    new = store.join(1)
+    assert new > other and store.is_fenced(old) and not store.is_fenced(other)
+    assert store.epoch_of(1) == new and store.epoch_of(9) is None
+    [late, again] = store.apply([Order("buy", "salt", 1, "b", "trader 1", old),
+                                 Order("buy", "salt", 1, "a", "trader 1", old)], now=2.0)
+    assert isinstance(late, FencedOut) and isinstance(again, FencedOut)
+    [r] = store.apply([Order("buy", "salt", 1, "b", "trader 1", new)], now=3.0)
+    assert r["outcome"] == SHIPPED and store.lookup("salt")["stock"] == 3
+    [r] = store.apply([Order("buy", "salt", 1, "c", "trader 2", other)], now=4.0)
+    assert r["outcome"] == SHIPPED
+
+
 def test_a_fenced_trader_cannot_fence_another(store):
     """Two traders cut off from each other each declare the other dead: the first fence
     is taken, the second is refused because its sender was fenced meanwhile, so one
