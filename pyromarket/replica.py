@@ -4,7 +4,7 @@ The autoscaler's Launcher starts it, here or on an EC2 instance. It is not a pee
 takes no part in the election. It serves a Trader on its own daemon (any free port),
 joins the warehouse for a fresh epoch, registers its name, watches the other traders
 like any trader does (failover.Failover), and tells every peer it is up. If it steps
-down (it was declared dead and fenced, say after a pause), it exits.
+down (it was fenced: declared dead, say after a pause, or replaced), it exits.
 
 Started by a local launcher, it watches the market launcher's process (the
 PYROMARKET_OWNER_PID the market gives its children) and exits if that is gone, so a

@@ -317,7 +317,8 @@ class Store:
     def _apply_one(self, order: Order, staged: dict, now: float) -> dict | Exception:
         if order.epoch in self._fenced:
             return FencedOut(f"epoch {order.epoch} of {order.origin or 'this trader'} was fenced: "
-                             f"it was declared dead and may not write any more")
+                             f"it was declared dead, or replaced in its slot, and may not "
+                             f"write any more")
         prior = self._db.execute(
             "SELECT kind, product, qty, outcome FROM ledger WHERE request_id = ?",
             (order.request_id,)).fetchone()

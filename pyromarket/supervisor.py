@@ -73,6 +73,7 @@ class Relauncher:
         return said if gone else f"{why}: {said}"        # an exit was already reported
 
     def close(self) -> None:
+        """Stop the probe's thread, if any."""
         if self.probe is not None:
             self.probe.close()
 

@@ -245,7 +245,8 @@ class Trader:
                 reply = self._inventory.buy(order)
         except FencedOut as exc:
             self.retire(f"the warehouse refused its writes ({exc})")
-            raise NotATrader(f"Trader {self.index} was declared dead; retry {rid} elsewhere") from None
+            raise NotATrader(f"Trader {self.index} was fenced (declared dead, or replaced); "
+                             f"retry {rid} elsewhere") from None
         except Unavailable as exc:
             self._count(failed=1)
             self._log(f"{self._name} could not serve {who}'s request {rid}: {exc}")
