@@ -4,8 +4,9 @@ It uses a name server that already answers at the configured address (`pyro5-ns`
 or starts one; then the warehouse and every peer, each its own process; waits for the
 election; trades for --duration seconds or until Ctrl-C; and stops every process it
 started, also when a child crashes. A trader's crash is left to its survivors (when
-none is left or none serves, and autoscaling replaces failed traders, supervisor.py starts
-Trader 1 again), and a name server it started is started again. Each run logs to its own folder.
+none is left or none serves, and autoscaling replaces failed traders, supervisor.py
+starts Trader 1 again), and a name server it started is started again. Each run logs to
+its own folder.
 """
 
 from __future__ import annotations
