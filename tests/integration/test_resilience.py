@@ -262,28 +262,37 @@ def test_a_market_whose_every_trader_exits_says_so_and_still_stops_cleanly(make_
     assert_all_gone(kids.values())
 
 
+# One trader that autoscaling would replace (never scaling out), busy buyers and sellers.
+LONE_REPLACEABLE_TRADER = dict(
+    autoscale={"enabled": True, "window_s": 2.0, "threshold": 10**6, "replace_failed": True},
+    buyers={"pace_s": 0.01, "max_qty": 2}, sellers={"goods_per_period": 2, "period_s": 0.2},
+    rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0})
+
+
+def _relaunched_and_serving(proc, log: Path) -> tuple[str, int]:
+    """Read the launcher's output until it starts Trader 1 again, then wait until that
+    trader has served 20 requests; (the output so far, the new trader's pid)."""
+    served = lambda: log.read_text().count("Trader 1 informed")
+    seen, end = "", time.monotonic() + 20
+    while "started Trader 1 again" not in seen:
+        assert time.monotonic() < end and proc.poll() is None, seen + proc.stderr.read()
+        seen += proc.stdout.readline()
+    relaunched = int(seen.split("started Trader 1 again (pid ")[1].split(";")[0])
+    before = served()
+    wait_until(lambda: served() >= before + 20, 20, "the relaunched Trader 1 to serve")
+    return seen, relaunched
+
+
 def test_when_no_trader_is_left_the_launcher_starts_one_again_and_nothing_is_lost(
         make_config, tmp_path):
     """With autoscaling replacing failed traders, a survivor replaces a dead trader, but a
     lone trader has none. Killed with -9, the launcher starts Trader 1 again as a replica,
     which serves the requests the peers retry, and the run ends with nothing lost,
     doubled or left behind (before, nothing traded for the rest of the run)."""
-    sections = dict(autoscale={"enabled": True, "window_s": 2.0, "threshold": 10**6,
-                               "replace_failed": True},
-                    buyers={"pace_s": 0.01, "max_qty": 2},
-                    sellers={"goods_per_period": 2, "period_s": 0.2},
-                    rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0})
-    served = lambda: (tmp_path / "run" / "trader-1.txt").read_text().count("Trader 1 informed")
     with trading_launcher(make_config, tmp_path, "--duration", "12", n_traders=1,
-                          **sections) as (proc, kids):
+                          **LONE_REPLACEABLE_TRADER) as (proc, kids):
         os.kill(kids["pyromarket.peer:5"], signal.SIGKILL)          # the only trader
-        seen, end = "", time.monotonic() + 20
-        while "started Trader 1 again" not in seen:
-            assert time.monotonic() < end and proc.poll() is None, seen + proc.stderr.read()
-            seen += proc.stdout.readline()
-        relaunched = int(seen.split("started Trader 1 again (pid ")[1].split(";")[0])
-        before = served()
-        wait_until(lambda: served() >= before + 20, 20, "the relaunched Trader 1 to serve")
+        seen, relaunched = _relaunched_and_serving(proc, tmp_path / "run" / "trader-1.txt")
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "no trader is left" in seen and "nothing trades" not in seen + out, seen + out
@@ -301,25 +310,13 @@ def test_when_no_trader_serves_the_launcher_starts_one_again_and_fences_the_hung
     again; it joins the slot afresh, which fences the paused one. Resumed, the old one
     learns it was fenced and steps down without a write, and the run ends with nothing
     lost, doubled or left behind (before, nothing traded until the pause ended)."""
-    sections = dict(autoscale={"enabled": True, "window_s": 2.0, "threshold": 10**6,
-                               "replace_failed": True},
-                    buyers={"pace_s": 0.01, "max_qty": 2},
-                    sellers={"goods_per_period": 2, "period_s": 0.2},
-                    rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0})
     log = tmp_path / "run" / "trader-1.txt"
-    served = lambda: log.read_text().count("Trader 1 informed")
     with trading_launcher(make_config, tmp_path, "--duration", "14", n_traders=1,
-                          **sections) as (proc, kids):
+                          **LONE_REPLACEABLE_TRADER) as (proc, kids):
         hung = kids["pyromarket.peer:5"]                              # the only trader
         os.kill(hung, signal.SIGSTOP)
         try:
-            seen, end = "", time.monotonic() + 20
-            while "started Trader 1 again" not in seen:
-                assert time.monotonic() < end and proc.poll() is None, seen + proc.stderr.read()
-                seen += proc.stdout.readline()
-            relaunched = int(seen.split("started Trader 1 again (pid ")[1].split(";")[0])
-            before = served()
-            wait_until(lambda: served() >= before + 20, 20, "the relaunched Trader 1 to serve")
+            seen, relaunched = _relaunched_and_serving(proc, log)
         finally:
             os.kill(hung, signal.SIGCONT)
         wait_until(lambda: "asking the warehouse whether it was fenced" in log.read_text()
