@@ -4,15 +4,19 @@ Every request gets a fresh request_id and keeps it through every retry, so a req
 that reached the warehouse before its trader failed is never applied twice. A request
 ends only with a final outcome (shipped, unavailable, stocked, or a refusal); if the
 peer is told to stop while a request is unresolved, it keeps trying for a short grace
-period and then logs the request as abandoned, never silently.
+period and then logs the request as abandoned, never silently. A call in flight to a
+trader that a broadcast reports failed or replaced ends at once, and is retried elsewhere
+with the same id, rather than waiting out its deadline on a trader that hangs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 from collections import Counter
+from typing import Iterator
 
 from . import config, rpc, runtime
 from .errors import MarketError, NotATrader, Unavailable
@@ -43,17 +47,44 @@ class TraderDirectory:
         self._quarantine_s = 2 * cfg.rpc.call_timeout_s
         self._down: set[int] = set()                 # told by a survivor; other threads write
         self._up: set[int] = set()                   # told by a launched trader
-        self._down_lock = threading.Lock()
+        self._call: _Call | None = None              # the trading loop's call in flight
+        self._down_lock = threading.Lock()           # guards _down, _up and _call
 
     def note_down(self, n: int) -> None:
-        """A survivor says trader n failed (called from a Pyro5 worker thread)."""
+        """A survivor says trader n failed (called from a Pyro5 worker thread); a call in
+        flight to it ends at once."""
         with self._down_lock:
             self._down.add(n)
+            self._drop_call_to(n)
 
     def note_up(self, n: int) -> None:
-        """Trader n (new, or a replacement) now serves: look the names up again."""
+        """Trader n (new, or a replacement) now serves: look the names up again. A call in
+        flight to slot n (to the trader replaced) ends at once."""
         with self._down_lock:
             self._up.add(n)
+            self._drop_call_to(n)
+
+    @contextlib.contextmanager
+    def calling(self, n: int, proxy) -> Iterator[_Call]:
+        """Mark the block as a call to trader n. News that n failed or was replaced then
+        ends the call at once (`rpc.interrupt`), so the peer retries elsewhere with the
+        same request id instead of waiting out `rpc.call_timeout_s` on a trader that
+        hangs. Dropping a call is always safe: a retry of an applied order is a replay."""
+        call = _Call(n, proxy)
+        with self._down_lock:
+            self._call = call
+        try:
+            yield call
+        finally:
+            with self._down_lock:
+                self._call = None
+
+    def _drop_call_to(self, n: int) -> None:
+        """End the call in flight if it goes to trader n (the caller holds the lock)."""
+        call = self._call
+        if call is not None and call.n == n:
+            call.dropped = True
+            rpc.interrupt(call.proxy)
 
     def pick(self):
         """(n, proxy) of a random live trader; raises Unavailable if none is registered."""
@@ -108,6 +139,14 @@ class TraderDirectory:
     def close(self) -> None:
         for n in list(self._proxies):
             self.forget(n, suspect=False)
+
+
+class _Call:
+    """The trading loop's call in flight to trader n; `dropped` once news about n ended it."""
+    __slots__ = ("n", "proxy", "dropped")
+
+    def __init__(self, n: int, proxy):
+        self.n, self.proxy, self.dropped = n, proxy, False
 
 
 class Trading:
@@ -180,14 +219,21 @@ class Trading:
         except Unavailable as exc:
             self.log(f"{self.name} found no trader for request {rid}: {exc}")
             return None
+        call = None
         try:
-            with rpc.translated(f"trader {n}"):
+            with self.directory.calling(n, trader) as call, rpc.translated(f"trader {n}"):
                 reply = getattr(trader, kind)(product, qty, rid, self.name.lower(), attempt)
         except (Unavailable, NotATrader) as exc:
             self.directory.forget(n)
             self.stats["switches"] += 1
-            self.log(f"{self.name} got no answer from trader {n} for request {rid} ({exc}); "
-                     f"retrying with the same request id")
+            if call is not None and call.dropped:
+                self.stats["dropped_calls"] += 1
+                self.log(f"{self.name} dropped its call to trader {n} for request {rid}: "
+                         f"trader {n} was reported failed or replaced; retrying with the "
+                         f"same request id")
+            else:
+                self.log(f"{self.name} got no answer from trader {n} for request {rid} "
+                         f"({exc}); retrying with the same request id")
             return None
         except MarketError as exc:
             self.stats["refused"] += 1

@@ -57,7 +57,8 @@ from .errors import InvalidRequest, MarketError, Unavailable
 from .process import bind_error_words
 
 __all__ = [
-    "configure", "register_errors", "expose", "release", "remote", "proxy", "ProxyPool",
+    "configure", "register_errors", "expose", "release", "interrupt", "remote", "proxy",
+    "ProxyPool",
     "ThreadLocalProxy",
     "Server", "CannotServe", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
@@ -336,6 +337,18 @@ def release(p: Pyro5.api.Proxy | None) -> None:
         with contextlib.suppress(Exception):
             p._pyroClaimOwnership()
             p._pyroRelease()
+
+
+def interrupt(p: Pyro5.api.Proxy | None) -> None:
+    """End a call in progress on `p` from another thread: its socket is shut down, so the
+    call fails at once (ConnectionClosedError, Unavailable through `translated`) instead
+    of waiting out its deadline. Only the socket is touched, never the proxy's own state,
+    so the proxy still belongs to the thread that calls through it, which should drop it.
+    A proxy with no connection, or one already closed, is left alone."""
+    sock = getattr(getattr(p, "_pyroConnection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def proxy(uri: str, timeout_s: float) -> Pyro5.api.Proxy:

@@ -56,6 +56,37 @@ def test_peers_retry_at_the_other_trader_with_the_same_id_when_one_hangs(start_m
     assert "abandoned" not in logs
 
 
+def test_peers_drop_their_calls_to_a_hung_trader_once_it_is_declared_dead(start_market):
+    """Peers blocked in calls to a paused trader go on through the survivor as soon as
+    its broadcast says the trader failed, long before their 30-s call deadline. (Each
+    buyer has traded through that trader first: a call still connecting to it cannot be
+    ended, and waits out its deadline.)"""
+    market = start_market(ROLES, 2, rpc={"call_timeout_s": 30.0, "warehouse_timeout_s": 1.0},
+                          buyers={"pace_s": 0.01, "max_qty": 2},
+                          sellers={"goods_per_period": 2, "period_s": 0.2})
+    buyers = [p.id for p in market.cfg.peers
+              if p.role == "buyer" and p.id not in market.trader_peers]
+    run = Path(market.run_dir)
+    wait_until(lambda: all("through trader 2" in (run / f"peer-{b}.txt").read_text()
+                           for b in buyers), 15, "every buyer to trade through trader 2")
+    hung = market.services[f"peer-{max(market.trader_peers)}"]     # hosts market.trader.2
+    before = _peer_stats(market)
+    hung.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: all(_peer_stats(market)[b].get("requests", 0)
+                               >= before[b].get("requests", 0) + 5 for b in buyers),
+                   15, "every buyer to trade on through the survivor before its call deadline")
+    finally:
+        hung.signal(signal.SIGCONT)
+    market.stop_clients()
+    logs = "".join(p.read_text() for p in run.glob("peer-*.txt"))
+    assert "dropped its call to trader 2" in logs
+    assert "abandoned" not in logs
+    with contextlib.closing(sqlite3.connect(market.cfg.warehouse.db_path)) as db:
+        ids = [r[0] for r in db.execute("SELECT request_id FROM ledger")]
+    assert len(ids) == len(set(ids)), "a dropped and retried request was applied twice"
+
+
 def _children(pid: int) -> dict[str, int]:
     """{role: pid} of a launcher's children, from /proc."""
     with open(f"/proc/{pid}/task/{pid}/children") as fh:
