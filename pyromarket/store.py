@@ -217,8 +217,8 @@ class Store:
         """A new, never used epoch for trader slot `trader` (a fencing token), durably.
         The slot's previous epoch is fenced in the same transaction: a trader started in
         an occupied slot (the launcher's last resort, while the old one hangs) leaves the
-        old one unable to write, and it steps down when it next asks. Unavailable if the
-        storage fails (nothing is granted or fenced; the trader retries)."""
+        old one unable to write, and it steps down when it next asks or writes.
+        Unavailable if the storage fails (nothing is granted or fenced; the trader retries)."""
         with self._write:
             with self._transaction():
                 old = self._db.execute("SELECT epoch FROM epochs WHERE trader = ?",
