@@ -58,8 +58,7 @@ from .process import bind_error_words
 
 __all__ = [
     "configure", "register_errors", "expose", "release", "interrupt", "remote", "proxy",
-    "ProxyPool",
-    "ThreadLocalProxy",
+    "ProxyPool", "ThreadLocalProxy",
     "Server", "CannotServe", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
