@@ -1,4 +1,5 @@
-"""Test helpers shared by unit and integration tests: config dicts (and free ports)."""
+"""Test helpers shared by unit and integration tests: config dicts (and free ports), and
+an event log that keeps its lines."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import yaml
 
 from pyromarket.process import free_ports
 
-__all__ = ["BASE", "config_dict", "write_config", "free_ports"]
+__all__ = ["BASE", "config_dict", "write_config", "free_ports", "Log"]
 
 BASE = {
     "nameserver": {"host": "127.0.0.1", "port": 0},
@@ -55,3 +56,10 @@ def config_dict(roles: list[str], n_traders: int = 2, ports: list[int] | None = 
 def write_config(path, data: dict) -> str:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(path)
+
+
+class Log(list):
+    """An EventLog stand-in: each logged line is appended."""
+
+    def __call__(self, line: str) -> None:
+        self.append(line)

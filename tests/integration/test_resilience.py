@@ -25,6 +25,8 @@ from tests.integration.conftest import (assert_all_gone, signals_as_in_a_termina
 from tests.integration.test_failover import assert_consistent
 
 ROLES = ["buyer", "buyer", "seller", "buyer", "seller"]
+# buyers and sellers that keep every trader busy
+BUSY = dict(buyers={"pace_s": 0.01, "max_qty": 2}, sellers={"goods_per_period": 2, "period_s": 0.2})
 
 
 def _peer_stats(market) -> dict[int, dict]:
@@ -35,8 +37,7 @@ def _peer_stats(market) -> dict[int, dict]:
 
 def test_peers_retry_at_the_other_trader_with_the_same_id_when_one_hangs(start_market):
     market = start_market(ROLES, 2, rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0},
-                          buyers={"pace_s": 0.01, "max_qty": 2},
-                          sellers={"goods_per_period": 2, "period_s": 0.2})
+                          **BUSY)
     hung = market.services[f"peer-{max(market.trader_peers)}"]     # hosts market.trader.2
     hung.signal(signal.SIGSTOP)
     try:
@@ -62,8 +63,7 @@ def test_peers_drop_their_calls_to_a_hung_trader_once_it_is_declared_dead(start_
     buyer has traded through that trader first: a call still connecting to it cannot be
     ended, and waits out its deadline.)"""
     market = start_market(ROLES, 2, rpc={"call_timeout_s": 30.0, "warehouse_timeout_s": 1.0},
-                          buyers={"pace_s": 0.01, "max_qty": 2},
-                          sellers={"goods_per_period": 2, "period_s": 0.2})
+                          **BUSY)
     buyers = [p.id for p in market.cfg.peers
               if p.role == "buyer" and p.id not in market.trader_peers]
     run = Path(market.run_dir)
@@ -292,8 +292,7 @@ def test_a_market_whose_every_trader_exits_says_so_and_still_stops_cleanly(make_
 # One trader that autoscaling would replace (never scaling out), busy buyers and sellers.
 LONE_REPLACEABLE_TRADER = dict(
     autoscale={"enabled": True, "window_s": 2.0, "threshold": 10**6, "replace_failed": True},
-    buyers={"pace_s": 0.01, "max_qty": 2}, sellers={"goods_per_period": 2, "period_s": 0.2},
-    rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0})
+    **BUSY, rpc={"call_timeout_s": 2.0, "warehouse_timeout_s": 1.0})
 
 
 def _relaunched_and_serving(proc, log: Path) -> tuple[str, int]:

@@ -11,7 +11,7 @@ import Pyro5.errors
 import pytest
 
 from pyromarket import client, config, rpc
-from tests.helpers import config_dict
+from tests.helpers import Log, config_dict
 
 TRADERS = {1: "PYRO:market.trader@127.0.0.1:9001", 2: "PYRO:market.trader@127.0.0.1:9002"}
 
@@ -46,11 +46,6 @@ class FirstTrader:
     @staticmethod
     def choice(seq):
         return seq[0]
-
-
-class Log(list):
-    def __call__(self, line: str) -> None:
-        self.append(line)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pyromarket import config, rpc
 from pyromarket.errors import FencedOut, Unavailable
 from pyromarket.failover import Failover
 from pyromarket.trader import Trader
-from tests.helpers import config_dict
+from tests.helpers import Log, config_dict
 
 EPOCH = 7
 
@@ -35,11 +35,6 @@ class FakeLink:
 
     def lookup(self, product):
         raise AssertionError("not used")
-
-
-class Log(list):
-    def __call__(self, line: str) -> None:
-        self.append(line)
 
 
 @pytest.fixture
