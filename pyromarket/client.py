@@ -67,24 +67,26 @@ class TraderDirectory:
     @contextlib.contextmanager
     def calling(self, n: int, proxy) -> Iterator[_Call]:
         """Mark the block as a call to trader n. News that n failed or was replaced then
-        ends the call at once (`rpc.interrupt`), so the peer retries elsewhere with the
-        same request id instead of waiting out `rpc.call_timeout_s` on a trader that
-        hangs. Dropping a call is always safe: a retry of an applied order is a replay."""
-        call = _Call(n, proxy)
-        with self._down_lock:
-            self._call = call
-        try:
-            yield call
-        finally:
+        ends the call at once (`rpc.Interruptible`), also one still connecting, so the
+        peer retries elsewhere with the same request id instead of waiting out
+        `rpc.call_timeout_s` on a trader that hangs. Dropping a call is always safe: a
+        retry of an applied order is a replay."""
+        call = _Call(n, rpc.Interruptible(proxy))
+        with call.guard:
             with self._down_lock:
-                self._call = None
+                self._call = call
+            try:
+                yield call
+            finally:
+                with self._down_lock:
+                    self._call = None
 
     def _drop_call_to(self, n: int) -> None:
         """End the call in flight if it goes to trader n (the caller holds the lock)."""
         call = self._call
         if call is not None and call.n == n:
             call.dropped = True
-            rpc.interrupt(call.proxy)
+            call.guard.end()
 
     def pick(self):
         """(n, proxy) of a random live trader; raises Unavailable if none is registered."""
@@ -143,10 +145,10 @@ class TraderDirectory:
 
 class _Call:
     """The trading loop's call in flight to trader n; `dropped` once news about n ended it."""
-    __slots__ = ("n", "proxy", "dropped")
+    __slots__ = ("n", "guard", "dropped")
 
-    def __init__(self, n: int, proxy):
-        self.n, self.proxy, self.dropped = n, proxy, False
+    def __init__(self, n: int, guard: rpc.Interruptible):
+        self.n, self.guard, self.dropped = n, guard, False
 
 
 class Trading:

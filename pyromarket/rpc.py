@@ -13,6 +13,8 @@ that bite live in one place:
     a process keeps the last address it resolved (`Resolver`) and binds its own name
     again if a restarted name server lost it (`Registration`);
   * Pyro5's communication errors become `Unavailable` here and nowhere else;
+  * another thread may end a call at once, even one still connecting (`Interruptible`),
+    by shutting its socket down; the proxy's own state is never touched;
   * a remote object exposes only its methods marked `remote`, which never leak foreign
     exceptions, and the market's own exceptions are registered for rebuilding in every
     process (`configure`);
@@ -50,6 +52,7 @@ import Pyro5.errors
 import Pyro5.protocol
 import Pyro5.serializers
 import Pyro5.server
+import Pyro5.socketutil
 from Pyro5.serializers import SerializerBase, SerpentSerializer
 
 from . import errors
@@ -57,8 +60,8 @@ from .errors import InvalidRequest, MarketError, Unavailable
 from .process import bind_error_words
 
 __all__ = [
-    "configure", "register_errors", "expose", "release", "interrupt", "remote", "proxy",
-    "ProxyPool", "ThreadLocalProxy",
+    "configure", "register_errors", "expose", "release", "interrupt", "Interruptible",
+    "remote", "proxy", "ProxyPool", "ThreadLocalProxy",
     "Server", "CannotServe", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
@@ -343,11 +346,78 @@ def interrupt(p: Pyro5.api.Proxy | None) -> None:
     call fails at once (ConnectionClosedError, Unavailable through `translated`) instead
     of waiting out its deadline. Only the socket is touched, never the proxy's own state,
     so the proxy still belongs to the thread that calls through it, which should drop it.
-    A proxy with no connection, or one already closed, is left alone."""
-    sock = getattr(getattr(p, "_pyroConnection", None), "sock", None)
+    A proxy with no connection, or one already closed, is left alone; so is a call still
+    connecting (Pyro5 sets the connection only once the handshake is answered): use
+    `Interruptible` to reach that one too."""
+    _shut(getattr(getattr(p, "_pyroConnection", None), "sock", None))
+
+
+def _shut(sock: socket.socket | None) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+
+
+class Interruptible:
+    """A call through `proxy`, made on this thread inside the `with` block, that another
+    thread may end at once (`end`), whatever stage it is at: a connected proxy's socket
+    is shut down (`interrupt`), and so is the socket of a connection the call is still
+    making, whose handshake a hung server never answers. Either way the call fails at once
+    as a lost connection instead of waiting out its deadline. `end` touches only sockets,
+    never the proxy's state, and does nothing once the block has exited, so it cannot hit
+    a later call through the same proxy."""
+
+    def __init__(self, proxy: Pyro5.api.Proxy):
+        self.proxy = proxy
+        self.ended = False
+        self._open = False
+        self._sockets: list[socket.socket] = []     # connections made inside the block
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Interruptible:
+        Pyro5.socketutil.create_socket = _create_socket     # idempotent: see _create_socket
+        with self._lock:
+            self._open = True
+        _connecting.call = self
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        _connecting.call = None
+        with self._lock:
+            self._open = False
+            self._sockets.clear()
+
+    def end(self) -> None:
+        """From any thread: make the call fail at once (a no-op outside the block)."""
+        with self._lock:
+            if not self._open:
+                return
+            self.ended = True
+            sockets = list(self._sockets)
+        interrupt(self.proxy)
+        for sock in sockets:
+            _shut(sock)
+
+    def _connected(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            ended = self.ended
+        if ended:                   # ended while connecting: the handshake fails at once
+            _shut(sock)
+
+
+_connecting = threading.local()     # .call: the Interruptible block this thread is in
+_pyro_create_socket = Pyro5.socketutil.create_socket
+
+
+def _create_socket(*args: Any, **kwargs: Any) -> socket.socket:
+    """Pyro5's create_socket, which a proxy calls to connect (before its handshake), and
+    which also hands the new socket to the Interruptible block the thread is in, if any."""
+    sock = _pyro_create_socket(*args, **kwargs)
+    call = getattr(_connecting, "call", None)
+    if call is not None:
+        call._connected(sock)
+    return sock
 
 
 def proxy(uri: str, timeout_s: float) -> Pyro5.api.Proxy:
