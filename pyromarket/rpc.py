@@ -373,16 +373,18 @@ class Interruptible:
         self._open = False
         self._sockets: list[socket.socket] = []     # connections made inside the block
         self._lock = threading.Lock()
+        self._outer: Interruptible | None = None    # the block this one is nested in
 
     def __enter__(self) -> Interruptible:
         Pyro5.socketutil.create_socket = _create_socket     # idempotent: see _create_socket
         with self._lock:
             self._open = True
+        self._outer = getattr(_connecting, "call", None)
         _connecting.call = self
         return self
 
     def __exit__(self, *exc_info) -> None:
-        _connecting.call = None
+        _connecting.call, self._outer = self._outer, None
         with self._lock:
             self._open = False
             self._sockets.clear()

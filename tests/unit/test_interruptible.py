@@ -127,3 +127,13 @@ def test_ending_after_the_block_has_exited_touches_nothing():
     with call:
         call.end()
     assert sock.shut and call.ended
+
+
+def test_a_nested_block_hands_the_thread_back_to_the_outer_one():
+    outer = rpc.Interruptible(types.SimpleNamespace())
+    inner = rpc.Interruptible(types.SimpleNamespace())
+    with outer:
+        with inner:
+            assert rpc._connecting.call is inner
+        assert rpc._connecting.call is outer
+    assert rpc._connecting.call is None
