@@ -60,8 +60,8 @@ def test_peers_retry_at_the_other_trader_with_the_same_id_when_one_hangs(start_m
 def test_peers_drop_their_calls_to_a_hung_trader_once_it_is_declared_dead(start_market):
     """Peers blocked in calls to a paused trader go on through the survivor as soon as
     its broadcast says the trader failed, long before their 30-s call deadline. (Each
-    buyer has traded through that trader first: a call still connecting to it cannot be
-    ended, and waits out its deadline.)"""
+    buyer has traded through that trader first, so these calls are connected; a call
+    still connecting is ended the same way, see tests/unit/test_interruptible.py.)"""
     market = start_market(ROLES, 2, rpc={"call_timeout_s": 30.0, "warehouse_timeout_s": 1.0},
                           **BUSY)
     buyers = [p.id for p in market.cfg.peers
