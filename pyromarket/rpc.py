@@ -390,15 +390,16 @@ class Interruptible:
             self._sockets.clear()
 
     def end(self) -> None:
-        """From any thread: make the call fail at once (a no-op outside the block)."""
+        """From any thread: make the call fail at once (a no-op outside the block). The
+        sockets are shut under the lock, so the block cannot exit, and a later call
+        begin, in between."""
         with self._lock:
             if not self._open:
                 return
             self.ended = True
-            sockets = list(self._sockets)
-        interrupt(self.proxy)
-        for sock in sockets:
-            _shut(sock)
+            interrupt(self.proxy)
+            for sock in self._sockets:
+                _shut(sock)
 
     def _connected(self, sock: socket.socket) -> None:
         with self._lock:
