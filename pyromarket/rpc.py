@@ -261,8 +261,7 @@ class _Deadline:
             if self._state != "running":
                 return
             self._state = "expired"
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+        _shut(self._sock)
 
 
 def register_errors() -> None:
