@@ -216,18 +216,16 @@ class Failover:
             self.log(f"Trader {self.me} could not unlist Trader {n}: {exc}")
 
     def _broadcast(self, n: int, live: list[int]) -> None:
+        """Tell every peer at once (a hung one delays no other) that trader n failed."""
         skip = {self._location, rpc.location(self._uris[n])}   # this process, the dead one
-        for peer in self.cfg.peers:
-            if f"{peer.host}:{peer.port}" in skip:
-                continue
-            try:
-                with rpc.translated(f"peer {peer.id}"), \
-                        rpc.proxy(rpc.peer_uri(peer.host, peer.port), self.cfg.heartbeat.timeout_s) as p:
-                    p.trader_down(n, self.me, live)
-                self.log(f"Trader {self.me} told peer {peer.id} that Trader {n} failed; "
-                         f"traders now {live}")
-            except MarketError as exc:
-                self.log(f"Trader {self.me} could not tell peer {peer.id} ({exc})")
+        uris = {peer.id: rpc.peer_uri(peer.host, peer.port) for peer in self.cfg.peers
+                if f"{peer.host}:{peer.port}" not in skip}
+        told = rpc.tell_peers(uris, self.cfg.heartbeat.timeout_s,
+                              lambda p: p.trader_down(n, self.me, live))
+        for peer, error in told.items():
+            self.log(f"Trader {self.me} could not tell peer {peer} ({error})" if error else
+                     f"Trader {self.me} told peer {peer} that Trader {n} failed; "
+                     f"traders now {live}")
 
     def _check_fenced(self, why: str) -> None:
         self.log(f"Trader {self.me} {why}; asking the warehouse whether it was fenced")

@@ -13,7 +13,7 @@ import os
 import threading
 
 from . import config, rpc, runtime
-from .errors import MarketError, Unavailable
+from .errors import Unavailable
 from .eventlog import EventLog
 from .failover import TRADER_OBJECT, Failover
 from .launcher import make_launcher
@@ -74,15 +74,13 @@ class TradingPost:
         self._schedule_exit()
 
     def announce(self) -> None:
-        """Tell every peer that this trader serves now (a replica's broadcast)."""
-        for peer in self.cfg.peers:
-            try:
-                with rpc.translated(f"peer {peer.id}"), \
-                        rpc.proxy(rpc.peer_uri(peer.host, peer.port), self.cfg.heartbeat.timeout_s) as p:
-                    p.trader_up(self.index, self.uri)
-                self.log(f"Trader {self.index} told peer {peer.id} that it now serves at {self.uri}")
-            except MarketError as exc:
-                self.log(f"Trader {self.index} could not tell peer {peer.id} ({exc})")
+        """Tell every peer at once that this trader serves now (a replica's broadcast)."""
+        uris = {peer.id: rpc.peer_uri(peer.host, peer.port) for peer in self.cfg.peers}
+        told = rpc.tell_peers(uris, self.cfg.heartbeat.timeout_s,
+                              lambda p: p.trader_up(self.index, self.uri))
+        for peer, error in told.items():
+            self.log(f"Trader {self.index} could not tell peer {peer} ({error})" if error else
+                     f"Trader {self.index} told peer {peer} that it now serves at {self.uri}")
 
     def close(self, keep_launched: bool = False) -> None:
         """Unregister the name (if it still points here), then close the launcher (which

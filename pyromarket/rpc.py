@@ -34,6 +34,7 @@ that bite live in one place:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import functools
@@ -65,6 +66,7 @@ __all__ = [
     "Server", "CannotServe", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
+    "tell_peers", "BROADCAST_THREADS",
     "MAX_MESSAGE_BYTES", "SERPENT_MAX_BYTES", "bound_messages", "guard_serializers",
     "HANDSHAKE_TIMEOUT_S", "DENIAL_TIMEOUT_S", "bound_handshakes", "guard_serving",
 ]
@@ -615,6 +617,33 @@ class Registration:
         with contextlib.suppress(Unavailable), \
                 nameserver(self.host, self.port, self.timeout_s) as ns:
             remove_name_if(ns, self.name, self.uri)
+
+
+# How many peers a broadcast tells at once. Each call has its own deadline, so a hung
+# peer costs the others nothing, and a broadcast to P peers takes at most about
+# ceil(P / BROADCAST_THREADS) deadlines.
+BROADCAST_THREADS = 16
+
+
+def tell_peers(uris: dict[int, str], timeout_s: float,
+               call: Callable[[Pyro5.api.Proxy], object]) -> dict[int, MarketError | None]:
+    """Run `call(proxy)` against every peer in `uris` (peer id -> URI) at once, each on a
+    thread of its own with its own proxy and deadline `timeout_s`. Returns, in the order
+    of `uris`, each peer's outcome: None, or the MarketError its call raised
+    (`Unavailable` for a peer that did not answer)."""
+    def tell(peer: int) -> MarketError | None:
+        try:
+            with translated(f"peer {peer}"), proxy(uris[peer], timeout_s) as p:
+                call(p)
+        except MarketError as exc:
+            return exc
+        return None
+
+    if not uris:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(min(BROADCAST_THREADS, len(uris)),
+                                               thread_name_prefix="tell-peers") as pool:
+        return dict(zip(uris, pool.map(tell, uris)))
 
 
 def list_traders(ns: Pyro5.api.Proxy) -> dict[int, str]:
