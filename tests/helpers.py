@@ -1,15 +1,18 @@
-"""Test helpers shared by unit and integration tests: config dicts (and free ports), and
-an event log that keeps its lines."""
+"""Test helpers shared by unit and integration tests: config dicts (and free ports), an
+event log that keeps its lines, and a server that never answers."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import socket
+from typing import Iterator
 
 import yaml
 
 from pyromarket.process import free_ports
 
-__all__ = ["BASE", "config_dict", "write_config", "free_ports", "Log"]
+__all__ = ["BASE", "config_dict", "write_config", "free_ports", "Log", "silent_server"]
 
 BASE = {
     "nameserver": {"host": "127.0.0.1", "port": 0},
@@ -63,3 +66,13 @@ class Log(list):
 
     def __call__(self, line: str) -> None:
         self.append(line)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[tuple[str, socket.socket]]:
+    """(URI, listening socket) of a "trader" on 127.0.0.1 that accepts connections and
+    never answers, as a hung process's kernel does. `accept()` (10-s deadline) returns
+    once a client has connected."""
+    with socket.create_server(("127.0.0.1", 0)) as lst:
+        lst.settimeout(10.0)
+        yield f"PYRO:market.trader@127.0.0.1:{lst.getsockname()[1]}", lst

@@ -6,14 +6,13 @@ loopback socket that accepts and never answers (a hung trader's kernel does that
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 
 import Pyro5.errors
 import pytest
 
 from pyromarket import client, config, rpc
-from tests.helpers import Log, config_dict
+from tests.helpers import Log, config_dict, silent_server
 
 TRADERS = {1: "PYRO:market.trader@127.0.0.1:9001", 2: "PYRO:market.trader@127.0.0.1:9002"}
 
@@ -102,25 +101,22 @@ def test_news_that_the_trader_called_was_replaced_ends_the_call(world):
 def test_news_ends_a_first_call_still_waiting_for_a_hung_traders_handshake(monkeypatch):
     """Pyro5 gives the proxy its connection only once the handshake is answered, so this
     call has none to shut down; the news must end it all the same."""
-    hung = socket.create_server(("127.0.0.1", 0))
-    hung.settimeout(10.0)
-    uri = f"PYRO:market.trader@127.0.0.1:{hung.getsockname()[1]}"
-    monkeypatch.setattr(rpc, "nameserver", lambda host, port: contextlib.nullcontext())
-    monkeypatch.setattr(rpc, "list_traders", lambda ns: {1: uri})
-    cfg = config.from_dict(config_dict(["buyer", "seller", "buyer"], 1,
-                                       rpc={"call_timeout_s": 60.0}))
-    trading = client.Trading(cfg.peers[2], cfg, Log(), threading.Event(), rng=FirstTrader())
-    outcome = []
-    caller = threading.Thread(target=lambda: outcome.append(
-        trading._attempt("buy", "salt", 1, "p3-c", 1)), daemon=True)
-    caller.start()
-    conn, _ = hung.accept()                       # the first call is connecting
-    try:
-        trading.directory.note_down(1)
-        caller.join(10.0)
-        assert not caller.is_alive(), "the call waited out its 60-s deadline"
-        assert outcome == [None] and trading.stats["dropped_calls"] == 1
-        assert any("dropped its call to trader 1" in line for line in trading.log)
-    finally:
-        conn.close()
-        hung.close()
+    with silent_server() as (uri, hung):
+        monkeypatch.setattr(rpc, "nameserver", lambda host, port: contextlib.nullcontext())
+        monkeypatch.setattr(rpc, "list_traders", lambda ns: {1: uri})
+        cfg = config.from_dict(config_dict(["buyer", "seller", "buyer"], 1,
+                                           rpc={"call_timeout_s": 60.0}))
+        trading = client.Trading(cfg.peers[2], cfg, Log(), threading.Event(), rng=FirstTrader())
+        outcome = []
+        caller = threading.Thread(target=lambda: outcome.append(
+            trading._attempt("buy", "salt", 1, "p3-c", 1)), daemon=True)
+        caller.start()
+        conn, _ = hung.accept()                       # the first call is connecting
+        try:
+            trading.directory.note_down(1)
+            caller.join(10.0)
+            assert not caller.is_alive(), "the call waited out its 60-s deadline"
+            assert outcome == [None] and trading.stats["dropped_calls"] == 1
+            assert any("dropped its call to trader 1" in line for line in trading.log)
+        finally:
+            conn.close()

@@ -5,7 +5,6 @@ hangs. Every call's own deadline is a minute, so a call that ends in seconds was
 
 from __future__ import annotations
 
-import socket
 import threading
 import types
 
@@ -14,6 +13,7 @@ import pytest
 
 from pyromarket import rpc
 from pyromarket.errors import Unavailable
+from tests.helpers import silent_server
 
 DEADLINE_S = 60.0
 
@@ -39,10 +39,8 @@ class Caller(threading.Thread):
 @pytest.fixture
 def silent():
     """(URI, listening socket) of a server that accepts connections and never answers."""
-    lst = socket.create_server(("127.0.0.1", 0))
-    lst.settimeout(10.0)
-    yield f"PYRO:market.trader@127.0.0.1:{lst.getsockname()[1]}", lst
-    lst.close()
+    with silent_server() as server:
+        yield server
 
 
 def test_a_call_still_connecting_ends_at_once_when_another_thread_ends_it(silent):
