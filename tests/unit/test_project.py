@@ -1,6 +1,8 @@
 """The project's promises about itself: the README's commands, CI, the layout."""
 
 import ast
+import configparser
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +67,41 @@ def test_the_bench_runner_imports_no_plotting_library_until_it_draws():
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _lower_bounds() -> dict[str, str]:
+    """{normalized name: lower bound} of every requirement in setup.cfg."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    lines = cfg["options"]["install_requires"].splitlines()
+    lines += [line for extra in cfg["options.extras_require"].values()
+              for line in extra.splitlines()]
+    out = {}
+    for line in lines:
+        req = line.split("#")[0].strip()
+        if req:
+            name, rest = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?(.*)", req).groups()
+            bound = re.search(r">=\s*([0-9.]+)", rest).group(1)
+            assert out.setdefault(_normalized(name), bound) == bound, f"two bounds for {name}"
+    return out
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = [int(p) for p in text.split(".")]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def test_the_oldest_versions_file_pins_exactly_setup_cfgs_lower_bounds():
+    """.ci/oldest.txt (pip constraints the suite was run against, see README "Tests")
+    must name every requirement at the very version setup.cfg allows as its oldest."""
+    pins = {}
+    for line in (ROOT / ".ci" / "oldest.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[_normalized(name)] = _version(version)
+    bounds = {name: _version(v) for name, v in _lower_bounds().items()}
+    assert pins == bounds
