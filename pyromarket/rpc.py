@@ -66,7 +66,7 @@ __all__ = [
     "Server", "CannotServe", "PortInUse", "nameserver", "lookup", "Resolver", "Registration",
     "translated", "WAREHOUSE_NAME", "TRADER_PREFIX", "trader_name", "list_traders",
     "register_name", "remove_name_if", "CommunicationError", "peer_uri", "location",
-    "tell_peers", "BROADCAST_THREADS",
+    "ask_peers", "tell_peers", "BROADCAST_THREADS",
     "MAX_MESSAGE_BYTES", "SERPENT_MAX_BYTES", "bound_messages", "guard_serializers",
     "HANDSHAKE_TIMEOUT_S", "DENIAL_TIMEOUT_S", "bound_handshakes", "guard_serving",
 ]
@@ -625,25 +625,31 @@ class Registration:
 BROADCAST_THREADS = 16
 
 
-def tell_peers(uris: dict[int, str], timeout_s: float,
-               call: Callable[[Pyro5.api.Proxy], object]) -> dict[int, MarketError | None]:
+def ask_peers(uris: dict[int, str], timeout_s: float,
+              call: Callable[[Pyro5.api.Proxy], object]) -> dict[int, object]:
     """Run `call(proxy)` against every peer in `uris` (peer id -> URI) at once, each on a
     thread of its own with its own proxy and deadline `timeout_s`. Returns, in the order
-    of `uris`, each peer's outcome: None, or the MarketError its call raised
+    of `uris`, each peer's answer: what its call returned, or the MarketError it raised
     (`Unavailable` for a peer that did not answer)."""
-    def tell(peer: int) -> MarketError | None:
+    def ask(peer: int) -> object:
         try:
             with translated(f"peer {peer}"), proxy(uris[peer], timeout_s) as p:
-                call(p)
+                return call(p)
         except MarketError as exc:
             return exc
-        return None
 
     if not uris:
         return {}
     with concurrent.futures.ThreadPoolExecutor(min(BROADCAST_THREADS, len(uris)),
-                                               thread_name_prefix="tell-peers") as pool:
-        return dict(zip(uris, pool.map(tell, uris)))
+                                               thread_name_prefix="ask-peers") as pool:
+        return dict(zip(uris, pool.map(ask, uris)))
+
+
+def tell_peers(uris: dict[int, str], timeout_s: float,
+               call: Callable[[Pyro5.api.Proxy], object]) -> dict[int, MarketError | None]:
+    """ask_peers for news: each peer's outcome, None or the MarketError its call raised."""
+    answers = ask_peers(uris, timeout_s, call)
+    return {peer: a if isinstance(a, MarketError) else None for peer, a in answers.items()}
 
 
 def list_traders(ns: Pyro5.api.Proxy) -> dict[int, str]:

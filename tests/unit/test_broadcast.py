@@ -1,5 +1,6 @@
-"""rpc.tell_peers, a survivor's and a replica's broadcast, with fake peer proxies: a hung
-peer delays no other, and each peer's outcome comes back in order. No sockets."""
+"""rpc.tell_peers, a survivor's and a replica's broadcast, and rpc.ask_peers, which
+Market.statuses uses, with fake peer proxies: a hung peer delays no other, and each
+peer's outcome or answer comes back in order. No sockets."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import threading
 import Pyro5.errors
 import pytest
 
-from pyromarket import rpc
-from pyromarket.errors import Unavailable
+from pyromarket import config, rpc
+from pyromarket.errors import InvalidRequest, Unavailable
+from pyromarket.market import Market
 
 URIS = {1: "PYRO:market.peer@127.0.0.1:9201", 2: "PYRO:market.peer@127.0.0.1:9202",
         3: "PYRO:market.peer@127.0.0.1:9203"}
@@ -39,12 +41,19 @@ class FakePeer:
         if self.uri in w["hangs"]:
             assert w["hang"].wait(30), "the test never released the hung peer"
 
+    def status(self):
+        if self.uri in self.world["refuses"]:
+            raise Pyro5.errors.CommunicationError("cannot connect: Connection refused")
+        self.world["together"].wait()               # every asked peer at once, or broken
+        return {"uri": self.uri}
+
 
 @pytest.fixture
 def world(monkeypatch):
     lock = threading.Lock()
     w = {"told": [], "hangs": set(), "refuses": set(), "hang": threading.Event(),
-         "lock": lock, "told_changed": threading.Condition(lock)}
+         "lock": lock, "told_changed": threading.Condition(lock),
+         "together": threading.Barrier(len(URIS), timeout=10)}
 
     def proxy(uri, timeout_s):
         p = FakePeer(uri, w)
@@ -77,3 +86,44 @@ def test_each_peers_outcome_comes_back_in_order(world):
     assert told[1] is None and told[3] is None
     assert isinstance(told[2], Unavailable) and "peer 2" in str(told[2])
     assert rpc.tell_peers({}, 0.2, lambda p: None) == {}
+
+
+def test_ask_peers_asks_all_at_once_and_returns_each_answer_in_order(world):
+    answers = rpc.ask_peers(URIS, 0.2, lambda p: p.status())
+    assert answers == {n: {"uri": uri} for n, uri in URIS.items()}
+
+
+def test_ask_peers_returns_the_error_of_a_peer_that_did_not_answer(world):
+    world["refuses"].add(URIS[3])
+    world["together"] = threading.Barrier(2, timeout=10)
+    answers = rpc.ask_peers(URIS, 0.2, lambda p: p.status())
+    assert answers[1] == {"uri": URIS[1]} and answers[2] == {"uri": URIS[2]}
+    assert isinstance(answers[3], Unavailable) and "peer 3" in str(answers[3])
+    assert rpc.ask_peers({}, 0.2, lambda p: p.status()) == {}
+
+
+@pytest.fixture
+def market(world, tmp_path):
+    """A Market of conf/market.yaml's peers that starts nothing: statuses() meets the
+    fake peers, every one asked at once or the barrier breaks."""
+    cfg = config.load()
+    uris = {p.id: rpc.peer_uri(p.host, p.port) for p in cfg.peers}
+    world["together"] = threading.Barrier(len(uris) - 1, timeout=10)
+    world["refuses"].add(uris[cfg.peers[0].id])
+    return Market(cfg, config.DEFAULT_PATH, str(tmp_path)), uris
+
+
+def test_statuses_asks_every_peer_at_once_and_leaves_out_those_that_do_not_answer(market):
+    market, uris = market
+    first = market.cfg.peers[0].id
+    assert market.statuses() == {n: {"uri": uri} for n, uri in uris.items() if n != first}
+
+
+def test_statuses_raises_a_peers_error_other_than_unavailable(market, monkeypatch):
+    market, uris = market
+
+    def refuse_with_a_reason(self):
+        raise InvalidRequest("status: not now")
+    monkeypatch.setattr(FakePeer, "status", refuse_with_a_reason)
+    with pytest.raises(InvalidRequest, match="not now"):
+        market.statuses()
