@@ -18,8 +18,9 @@ URIS = {1: "PYRO:market.peer@127.0.0.1:9201", 2: "PYRO:market.peer@127.0.0.1:920
 
 
 class FakePeer:
-    """A peer proxy: `trader_down` records the news, hangs while `hang` is clear if
-    `hangs`, and fails as a refused connection if `refuses`."""
+    """A peer proxy: `trader_down` records the news and hangs while `hang` is clear if
+    `hangs`; `status` answers once every asked peer waits at the `together` barrier.
+    Both fail as a refused connection if `refuses`."""
 
     def __init__(self, uri: str, world: dict):
         self.uri, self.world = uri, world
@@ -31,10 +32,13 @@ class FakePeer:
     def __exit__(self, *exc_info):
         return None
 
-    def trader_down(self, n, by, live):
-        w = self.world
-        if self.uri in w["refuses"]:
+    def _connect(self):
+        if self.uri in self.world["refuses"]:
             raise Pyro5.errors.CommunicationError("cannot connect: Connection refused")
+
+    def trader_down(self, n, by, live):
+        self._connect()
+        w = self.world
         with w["lock"]:
             w["told"].append(self.uri)
             w["told_changed"].notify_all()
@@ -42,8 +46,7 @@ class FakePeer:
             assert w["hang"].wait(30), "the test never released the hung peer"
 
     def status(self):
-        if self.uri in self.world["refuses"]:
-            raise Pyro5.errors.CommunicationError("cannot connect: Connection refused")
+        self._connect()
         self.world["together"].wait()               # every asked peer at once, or broken
         return {"uri": self.uri}
 
