@@ -174,20 +174,12 @@ class Market:
         all at once, so hung peers cost one deadline between them, not one each."""
         uris = {p.id: rpc.peer_uri(p.host, p.port) for p in self.cfg.peers
                 if ids is None or p.id in ids}
-        answers = rpc.ask_peers(uris, timeout_s, lambda proxy: proxy.status())
-        for answer in answers.values():
-            if isinstance(answer, MarketError) and not isinstance(answer, Unavailable):
-                raise answer
-        return {pid: a for pid, a in answers.items() if not isinstance(a, MarketError)}
+        return _answered(rpc.ask_peers(uris, timeout_s, lambda proxy: proxy.status()))
 
-    def trader_stats(self) -> dict[int, dict]:
-        """{n: stats()} of every registered trader that answers."""
-        out = {}
-        for n, uri in sorted(self.traders().items()):
-            with contextlib.suppress(Unavailable), rpc.translated(f"trader {n}"), \
-                    rpc.proxy(uri, 10.0) as t:
-                out[n] = t.stats()
-        return out
+    def trader_stats(self, timeout_s: float = 10.0) -> dict[int, dict]:
+        """{n: stats()} of every registered trader that answers, asked all at once."""
+        uris = dict(sorted(self.traders().items()))
+        return _answered(rpc.ask_peers(uris, timeout_s, lambda t: t.stats(), label="trader"))
 
     def accuracy(self, stats: dict[int, dict] | None = None) -> dict:
         """Over-sells and *actual* under-sells since start(), each as % of buy requests.
@@ -356,6 +348,15 @@ def _make_dir(path: str, key: str) -> None:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise RuntimeError(f"{key}: cannot create the folder {path} ({exc.strerror})") from None
+
+
+def _answered(answers: dict[int, object]) -> dict[int, Any]:
+    """The answers of ask_peers that are not errors. Those that did not answer
+    (Unavailable) are left out; any other MarketError is raised."""
+    for answer in answers.values():
+        if isinstance(answer, MarketError) and not isinstance(answer, Unavailable):
+            raise answer
+    return {n: a for n, a in answers.items() if not isinstance(a, MarketError)}
 
 
 def _pages(fetch, start: int = 0, cursor=None) -> Iterator:

@@ -626,14 +626,14 @@ BROADCAST_THREADS = 16
 
 
 def ask_peers(uris: dict[int, str], timeout_s: float,
-              call: Callable[[Pyro5.api.Proxy], object]) -> dict[int, object]:
+              call: Callable[[Pyro5.api.Proxy], object], label: str = "peer") -> dict[int, object]:
     """Run `call(proxy)` against every peer in `uris` (peer id -> URI) at once, each on a
     thread of its own with its own proxy and deadline `timeout_s`. Returns, in the order
     of `uris`, each peer's answer: what its call returned, or the MarketError it raised
-    (`Unavailable` for a peer that did not answer)."""
+    (`Unavailable` for a peer that did not answer), named "<label> <id>"."""
     def ask(peer: int) -> object:
         try:
-            with translated(f"peer {peer}"), proxy(uris[peer], timeout_s) as p:
+            with translated(f"{label} {peer}"), proxy(uris[peer], timeout_s) as p:
                 return call(p)
         except MarketError as exc:
             return exc

@@ -1,6 +1,6 @@
 """rpc.tell_peers, a survivor's and a replica's broadcast, and rpc.ask_peers, which
-Market.statuses uses, with fake peer proxies: a hung peer delays no other, and each
-peer's outcome or answer comes back in order. No sockets."""
+Market.statuses and Market.trader_stats use, with fake peer proxies: a hung peer delays
+no other, and each peer's outcome or answer comes back in order. No sockets."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ URIS = {1: "PYRO:market.peer@127.0.0.1:9201", 2: "PYRO:market.peer@127.0.0.1:920
 
 class FakePeer:
     """A peer proxy: `trader_down` records the news and hangs while `hang` is clear if
-    `hangs`; `status` answers once every asked peer waits at the `together` barrier.
-    Both fail as a refused connection if `refuses`."""
+    `hangs`; `status` and a trader's `stats` answer once every asked peer waits at the
+    `together` barrier. All fail as a refused connection if `refuses`."""
 
     def __init__(self, uri: str, world: dict):
         self.uri, self.world = uri, world
@@ -49,6 +49,9 @@ class FakePeer:
         self._connect()
         self.world["together"].wait()               # every asked peer at once, or broken
         return {"uri": self.uri}
+
+    def stats(self):
+        return self.status()
 
 
 @pytest.fixture
@@ -130,3 +133,38 @@ def test_statuses_raises_a_peers_error_other_than_unavailable(market, monkeypatc
     monkeypatch.setattr(FakePeer, "status", refuse_with_a_reason)
     with pytest.raises(InvalidRequest, match="not now"):
         market.statuses()
+
+
+@pytest.fixture
+def traders(world, tmp_path, monkeypatch):
+    """A Market that starts nothing, whose name server lists URIS as traders 1-3 (out of
+    order); trader 3 refuses, the other two are asked at once or the barrier breaks."""
+    market = Market(config.load(), config.DEFAULT_PATH, str(tmp_path))
+    monkeypatch.setattr(Market, "traders", lambda self: {n: URIS[n] for n in (3, 1, 2)})
+    world["together"] = threading.Barrier(2, timeout=10)
+    world["refuses"].add(URIS[3])
+    return market
+
+
+def test_trader_stats_asks_every_trader_at_once_in_order_and_leaves_out_the_silent(traders):
+    stats = traders.trader_stats()
+    assert list(stats) == [1, 2]
+    assert stats == {1: {"uri": URIS[1]}, 2: {"uri": URIS[2]}}
+
+
+def test_trader_stats_raises_a_traders_error_other_than_unavailable(traders, monkeypatch):
+    def refuse_with_a_reason(self):
+        answer = self.status()
+        if self.uri == URIS[2]:
+            raise InvalidRequest("stats: not now")
+        return answer
+    monkeypatch.setattr(FakePeer, "stats", refuse_with_a_reason)
+    with pytest.raises(InvalidRequest, match="not now"):
+        traders.trader_stats()
+
+
+def test_ask_peers_names_a_silent_one_by_its_label(world):
+    world["refuses"].add(URIS[3])
+    world["together"] = threading.Barrier(2, timeout=10)
+    answers = rpc.ask_peers(URIS, 0.2, lambda p: p.stats(), label="trader")
+    assert isinstance(answers[3], Unavailable) and "trader 3" in str(answers[3])
